@@ -1,0 +1,173 @@
+"""chatfleet: one Tornado chat process. Run N of them behind HAProxy (see README).
+
+    python chat_server.py --port 8001 --redis-url redis://127.0.0.1:6380/0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+from tornado.options import define, options, parse_command_line
+
+from handlers import ROUTES, close_all_draining
+from handlers.frames import MAX_TEXT_CHARS
+from pubsub import ChatBus, Keys
+from pubsub.publish import DEFAULT_STREAM_MAXLEN
+from sessions import DEFAULT_IDLE_TTL_SECONDS, SessionStore
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("chatfleet")
+
+define("port", default=8001, type=int, help="port to listen on")
+define("port_base", default=0, type=int,
+       help="with --instance-number: listen on port_base + instance_number (supervisord)")
+define("instance_number", default=0, type=int, help="this process's number among N")
+define("address", default="127.0.0.1", help="address to listen on")
+define("redis_url", default=os.environ.get("CHAT_REDIS_URL", "redis://127.0.0.1:6380/0"),
+       help="Redis for sessions, history and fan-out")
+define("key_prefix", default=os.environ.get("CHAT_KEY_PREFIX", ""),
+       help="prefix of every Redis key and channel (two deployments on one Redis)")
+define("cookie_secret_file", default=os.environ.get("CHAT_COOKIE_SECRET_FILE", ""),
+       help="file holding the cookie secret when CHAT_COOKIE_SECRET is not set")
+define("session_idle_ttl", default=int(os.environ.get("CHAT_SESSION_TTL",
+                                                      DEFAULT_IDLE_TTL_SECONDS)),
+       type=int, help="seconds of inactivity before a session ends")
+define("allowed_origins", default=os.environ.get("CHAT_ALLOWED_ORIGINS", ""),
+       help="comma-separated extra origins allowed to open /ws (same host is always allowed)")
+define("stream_maxlen", default=int(os.environ.get("CHAT_STREAM_MAXLEN", DEFAULT_STREAM_MAXLEN)),
+       type=int, help="messages kept per room (approximate)")
+define("max_text_chars", default=MAX_TEXT_CHARS, type=int, help="longest chat text")
+define("max_frame_bytes", default=16 * 1024, type=int, help="largest WebSocket frame (close 1009)")
+define("drain_wait", default=3.0, type=float,
+       help="seconds between /healthz turning 503 and closing sockets (HAProxy: fall 2 x inter 1s)")
+define("drain_spread", default=3.0, type=float,
+       help="seconds over which draining sockets are closed with 1012")
+
+# Keep-alive pings find dead peers (a laptop closed mid-chat) and keep idle
+# proxies from cutting the tunnel; the timeout gives a slow network two tries.
+WEBSOCKET_PING_INTERVAL_SECONDS = 25
+WEBSOCKET_PING_TIMEOUT_SECONDS = 60
+
+# Redis calls fail fast so a user gets `unavailable` or a 503 quickly, after
+# two quick retries that hide a single dropped connection.
+REDIS_SOCKET_TIMEOUT_SECONDS = 5
+REDIS_CONNECT_TIMEOUT_SECONDS = 2
+
+
+def cookie_secret() -> str | None:
+    """CHAT_COOKIE_SECRET, else the shared secret file the stack made once."""
+    secret = os.environ.get("CHAT_COOKIE_SECRET", "").strip()
+    if secret:
+        return secret
+    if options.cookie_secret_file:
+        path = Path(options.cookie_secret_file)
+        if path.is_file():
+            return path.read_text().strip() or None
+    return None
+
+
+def connect_redis(url: str) -> Redis:
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
+    return Redis.from_url(
+        url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
+        retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log without the health checks HAProxy sends every second."""
+    if handler.request.path == "/healthz" and handler.get_status() == 200:
+        return
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    logging.getLogger("tornado.access").log(
+        level, "%d %s %s %.1fms", status, handler.request.method, handler.request.path,
+        1000.0 * handler.request.request_time(),
+    )
+
+
+def make_app(
+    bus: ChatBus,
+    sessions: SessionStore,
+    secret: str,
+    instance: str,
+    draining: asyncio.Event,
+    **overrides: Any,
+) -> tornado.web.Application:
+    allowed = frozenset(o.strip() for o in options.allowed_origins.split(",") if o.strip())
+    settings: dict[str, Any] = {
+        "bus": bus,
+        "session_store": sessions,
+        "instance": instance,
+        "draining": draining,
+        "cookie_secret": secret,
+        "xsrf_cookies": True,
+        "xsrf_cookie_kwargs": {"samesite": "Lax", "path": "/"},
+        "template_path": str(HERE / "templates"),
+        "static_path": str(HERE / "static"),
+        "allowed_origins": allowed,
+        "max_text_chars": options.max_text_chars,
+        "websocket_max_message_size": options.max_frame_bytes,
+        "websocket_ping_interval": WEBSOCKET_PING_INTERVAL_SECONDS,
+        "websocket_ping_timeout": WEBSOCKET_PING_TIMEOUT_SECONDS,
+        "log_function": _log_request,
+    }
+    settings.update(overrides)
+    return tornado.web.Application(ROUTES, **settings)
+
+
+async def main() -> None:
+    parse_command_line()
+    secret = cookie_secret()
+    if not secret:
+        sys.exit("chat_server: no cookie secret: set CHAT_COOKIE_SECRET or --cookie-secret-file")
+    port = options.port_base + options.instance_number if options.port_base else options.port
+    instance = f"{socket.gethostname()}:{port}"
+
+    redis = connect_redis(options.redis_url)
+    keys = Keys(options.key_prefix)
+    bus = ChatBus(redis, instance, keys, options.stream_maxlen)
+    sessions = SessionStore(redis, options.key_prefix, options.session_idle_ttl)
+    draining = asyncio.Event()
+    app = make_app(bus, sessions, secret, instance, draining)
+
+    await bus.start()
+    server = app.listen(port, options.address, xheaders=True)
+    log.info("instance %s listening on %s:%d", instance, options.address, port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    # Planned stop: fail health checks so HAProxy sends nobody new, then hand
+    # the open sockets back spread out over a few seconds (close 1012).
+    log.info("draining: /healthz is 503 now")
+    draining.set()
+    await asyncio.sleep(options.drain_wait)
+    await close_all_draining(options.drain_spread)
+    server.stop()
+    await bus.stop()
+    await redis.aclose()
+    log.info("instance %s stopped", instance)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

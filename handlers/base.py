@@ -1,0 +1,81 @@
+"""What every HTTP handler shares: the session, security headers, short errors."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any
+
+import tornado.web
+from redis.exceptions import RedisError
+
+from pubsub import ChatBus
+from sessions import SessionMixin
+
+log = logging.getLogger(__name__)
+
+# No inline script or style, nothing from other origins, no framing.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+_MESSAGES = {
+    400: "That request was not understood.",
+    401: "Please log in first.",
+    403: "That request was refused.",
+    404: "There is nothing here.",
+    405: "That method is not allowed here.",
+    503: "Chat is briefly unavailable. Please try again in a moment.",
+}
+
+
+def set_security_headers(handler: tornado.web.RequestHandler) -> None:
+    handler.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Referrer-Policy", "same-origin")
+    handler.set_header("X-Frame-Options", "DENY")
+
+
+class BaseHandler(SessionMixin, tornado.web.RequestHandler):
+    """Loads the session before each request; answers errors without internals."""
+
+    def set_default_headers(self) -> None:
+        set_security_headers(self)
+
+    async def prepare(self) -> None:
+        await self.load_session()
+
+    @property
+    def bus(self) -> ChatBus:
+        bus: ChatBus = self.settings["bus"]
+        return bus
+
+    @property
+    def instance(self) -> str:
+        return str(self.settings["instance"])
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(value, RedisError | OSError):
+            log.warning("Redis unavailable for %s %s: %s", self.request.method,
+                        self.request.path, type(value).__name__)
+            return
+        super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        if exc_info and isinstance(exc_info[1], RedisError | OSError):
+            status_code = 503
+            self.set_status(503)
+        message = _MESSAGES.get(status_code, "Something went wrong on our side.")
+        if self.request.path == "/session" or "application/json" in self.request.headers.get(
+            "Accept", ""
+        ):
+            self.finish({"error": message, "status": status_code})
+            return
+        self.render("error.html", status=status_code, message=message)

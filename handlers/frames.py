@@ -1,0 +1,101 @@
+"""Client frames: parse and check one WebSocket text frame (PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from handlers.names import NAME_RULE, is_valid_name
+from pubsub import StreamId, parse_id
+
+# PROTOCOL.md defaults.
+MAX_TEXT_CHARS = 4000
+MAX_CID_CHARS = 64
+
+
+class FrameError(Exception):
+    """A refused frame: becomes an `error` frame, the socket stays open."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Join:
+    room: str
+    after: StreamId | None
+
+
+@dataclass(frozen=True)
+class Leave:
+    room: str
+
+
+@dataclass(frozen=True)
+class Chat:
+    room: str
+    text: str
+    cid: str
+
+
+ClientFrame = Join | Leave | Chat
+
+
+def _room(obj: dict[str, object]) -> str:
+    room = obj.get("room")
+    if not isinstance(room, str):
+        raise FrameError("bad_frame", "'room' must be a string")
+    if not is_valid_name(room):
+        raise FrameError("bad_room", f"a room name is {NAME_RULE}")
+    return room
+
+
+def _after(obj: dict[str, object]) -> StreamId | None:
+    after = obj.get("after")
+    if after is None:
+        return None
+    if not isinstance(after, str) or len(after) > 41:
+        raise FrameError("bad_frame", "'after' must be a message id string")
+    try:
+        return parse_id(after)
+    except ValueError:
+        raise FrameError("bad_frame", "'after' is not a message id") from None
+
+
+def _chat(obj: dict[str, object], max_text: int) -> Chat:
+    room = _room(obj)
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise FrameError("bad_frame", "'text' must be a string")
+    if not text.strip():
+        raise FrameError("bad_frame", "'text' is empty")
+    if len(text) > max_text:
+        raise FrameError("too_large", f"a message is at most {max_text} characters")
+    cid = obj.get("cid", "")
+    if cid is None:
+        cid = ""
+    if not isinstance(cid, str) or len(cid) > MAX_CID_CHARS or not cid.isprintable():
+        raise FrameError("bad_frame", f"'cid' must be printable text of up to {MAX_CID_CHARS}")
+    return Chat(room=room, text=text, cid=cid)
+
+
+def parse_frame(raw: str | bytes, max_text: int = MAX_TEXT_CHARS) -> ClientFrame:
+    """The frame `raw` as a typed value, or FrameError saying what is wrong."""
+    if isinstance(raw, bytes):
+        raise FrameError("bad_frame", "frames are JSON text, not binary")
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise FrameError("bad_frame", "not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise FrameError("bad_frame", "a frame is a JSON object")
+    kind = obj.get("type")
+    if kind == "chat":
+        return _chat(obj, max_text)
+    if kind == "join":
+        return Join(room=_room(obj), after=_after(obj))
+    if kind == "leave":
+        return Leave(room=_room(obj))
+    raise FrameError("bad_frame", "unknown frame type")

@@ -1,0 +1,154 @@
+"""The chat WebSocket: one per browser tab, speaking PROTOCOL.md's frames."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import tornado.web
+import tornado.websocket
+from redis.exceptions import RedisError
+
+import metrics
+from handlers.base import set_security_headers
+from handlers.frames import Chat, FrameError, Join, Leave, parse_frame
+from pubsub import ChatBus, StreamId, frame, parse_id
+from sessions import SessionMixin
+
+log = logging.getLogger(__name__)
+
+LOBBY = "lobby"
+
+# Close codes (PROTOCOL.md).
+CLOSE_DRAINING = 1012
+CLOSE_SESSION_ENDED = 4401
+
+FRAMES_IN = metrics.counter("chat_frames_in_total", "Frames received from clients")
+FRAMES_REFUSED = metrics.counter("chat_frames_refused_total", "Client frames answered with error")
+OPEN_SOCKETS: set[ChatSocketHandler] = set()
+metrics.gauge("chat_open_sockets", "WebSockets open on this instance", lambda: len(OPEN_SOCKETS))
+
+
+class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
+    """GET /ws: a logged-in user's chat socket."""
+
+    user: str
+    login_id: str
+
+    def set_default_headers(self) -> None:
+        set_security_headers(self)
+
+    async def prepare(self) -> None:
+        # Refuse before the upgrade: a foreign page first (no Redis read spent),
+        # then a missing session.
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not self.check_origin(origin):
+            raise tornado.web.HTTPError(403)
+        try:
+            await self.load_session()
+        except (RedisError, OSError):
+            raise tornado.web.HTTPError(503) from None
+        user = self.session_user
+        if user is None:
+            raise tornado.web.HTTPError(401)
+        self.user = user
+        login_id = self.session.get("login")
+        self.login_id = login_id if isinstance(login_id, str) else ""
+
+    def check_origin(self, origin: str) -> bool:
+        allowed: frozenset[str] = self.settings["allowed_origins"]
+        return origin in allowed or super().check_origin(origin)
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        # Off: per-message deflate costs CPU per socket and chat lines are short.
+        return None
+
+    @property
+    def bus(self) -> ChatBus:
+        bus: ChatBus = self.settings["bus"]
+        return bus
+
+    async def open(self, *args: str, **kwargs: str) -> None:
+        OPEN_SOCKETS.add(self)
+        self.bus.attach(self)
+        self.send_frame(frame("hello", user=self.user, instance=self.settings["instance"]))
+        # `/ws?after=ID` resumes the lobby from ID, like a join frame's `after`,
+        # so a reconnecting client gets the lobby gap-free without a second join.
+        try:
+            after = _after_argument(self.get_query_argument("after", None))
+        except FrameError as error:
+            self._refuse(error.code, error.reason)
+            after = None
+        try:
+            await self.bus.join(self, LOBBY, after)
+        except (RedisError, OSError, TimeoutError):
+            self._refuse("unavailable", "could not join the lobby; try again")
+
+    async def on_message(self, message: str | bytes) -> None:
+        FRAMES_IN.inc()
+        try:
+            parsed = parse_frame(message, self.settings["max_text_chars"])
+            if isinstance(parsed, Chat):
+                await self._chat(parsed)
+            elif isinstance(parsed, Join):
+                await self.bus.join(self, parsed.room, parsed.after)
+            elif isinstance(parsed, Leave):
+                await self.bus.leave(self, parsed.room)
+        except FrameError as error:
+            self._refuse(error.code, error.reason)
+        except (RedisError, OSError, TimeoutError):
+            self._refuse("unavailable", "nothing was stored; resend later with the same cid")
+
+    async def _chat(self, chat: Chat) -> None:
+        if not self.bus.is_member(self, chat.room):
+            raise FrameError("not_joined", "join the room before writing to it")
+        published = await self.bus.publish(chat.room, self.user, chat.text, chat.cid)
+        if chat.cid:
+            self.send_frame(frame("ack", cid=chat.cid, id=published.id))
+
+    def _refuse(self, code: str, reason: str) -> None:
+        FRAMES_REFUSED.inc()
+        self.send_frame(frame("error", code=code, reason=reason))
+
+    def send_frame(self, text: str) -> None:
+        """Queue a frame without waiting; a closed peer is simply skipped."""
+        try:
+            self.write_message(text)
+        except tornado.websocket.WebSocketClosedError:
+            pass
+
+    def end_session(self) -> None:
+        self.close(CLOSE_SESSION_ENDED, "session ended")
+
+    def on_close(self) -> None:
+        if self not in OPEN_SOCKETS:
+            return
+        OPEN_SOCKETS.discard(self)
+        task = asyncio.get_running_loop().create_task(self.bus.detach(self))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+
+def _after_argument(value: str | None) -> StreamId | None:
+    if not value:
+        return None
+    try:
+        return parse_id(value)
+    except ValueError:
+        raise FrameError("bad_frame", "'after' is not a message id") from None
+
+
+# Detach tasks are kept referenced until done (asyncio holds tasks weakly).
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+async def close_all_draining(spread_seconds: float) -> None:
+    """Close every socket with 1012, spread evenly so clients do not return in one burst."""
+    sockets = list(OPEN_SOCKETS)
+    if not sockets:
+        return
+    pause = spread_seconds / len(sockets)
+    for socket in sockets:
+        socket.close(CLOSE_DRAINING, "instance draining")
+        await asyncio.sleep(pause)

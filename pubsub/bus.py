@@ -1,0 +1,227 @@
+"""The chat bus of one process: publish, subscribe, fan out, history, presence.
+
+Handlers talk to this and nothing else in `pubsub`; it never imports a handler.
+Members are anything with `user` and `send_frame` (see `fanout.Member`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+import metrics
+from pubsub.codec import ZERO_ID, StreamId, frame, pack, unpack
+from pubsub.fanout import Fanout, Member
+from pubsub.history import History
+from pubsub.keys import Keys
+from pubsub.presence import PRESENCE_REFRESH_SECONDS, Presence
+from pubsub.publish import DEFAULT_STREAM_MAXLEN, Published, Publisher
+from pubsub.subscriber import REDIS_ERRORS, Subscriber
+
+log = logging.getLogger(__name__)
+
+PUBLISHES = metrics.counter("chat_publishes_total", "Chat messages stored and published")
+
+
+class Socket(Member, Protocol):
+    """A member that belongs to a login and can be told that login ended."""
+
+    login_id: str
+
+    def end_session(self) -> None:
+        """Close the socket because its session ended (close code 4401)."""
+
+
+class ChatBus:
+    """Everything a process needs from Redis to chat, behind one small interface."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        instance: str,
+        keys: Keys | None = None,
+        stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self.instance = instance
+        self.publisher = Publisher(redis, self.keys, stream_maxlen)
+        self.history = History(redis, self.keys)
+        self.presence = Presence(redis, self.keys, instance)
+        self.fanout = Fanout()
+        self.sockets: set[Socket] = set()
+        # How many local sockets each (room, user) has: presence changes on 0 <-> 1.
+        self._local: Counter[tuple[str, str]] = Counter()
+        self._rooms_by_channel: dict[bytes, str] = {}
+        self._control = self.keys.control_channel().encode()
+        self.subscriber = Subscriber(
+            redis,
+            self.keys.canary_channel(instance),
+            self._on_message,
+            self._repair,
+            standing=(self.keys.control_channel(),),
+        )
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def trouble(self) -> str | None:
+        """Why this process cannot serve chat right now, or None when it can."""
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError):
+            return "redis unreachable"
+        if not self.subscriber.connected:
+            return "subscriber reconnecting"
+        return None
+
+    async def start(self) -> None:
+        """Start the subscriber; it connects (and keeps reconnecting) in the background."""
+        self.subscriber.start()
+        self._refresher = asyncio.create_task(self._refresh_presence(), name="presence")
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        await self.subscriber.stop()
+
+    # -- sockets ---------------------------------------------------------
+
+    def attach(self, socket: Socket) -> None:
+        self.sockets.add(socket)
+
+    async def detach(self, socket: Socket) -> None:
+        """The socket closed: leave its rooms, keeping its user present for a grace period."""
+        self.sockets.discard(socket)
+        for room in self.fanout.rooms_of(socket):
+            await self.leave(socket, room, on_purpose=False)
+
+    async def end_login(self, login_id: str) -> None:
+        """Close every socket of this login on every instance."""
+        await self.redis.publish(self._control.decode(), pack({"t": "end", "login": login_id}))
+
+    # -- rooms -----------------------------------------------------------
+
+    async def join(self, member: Member, room: str, after: StreamId | None) -> None:
+        """Join `room`: history (all after `after`, or the recent part), then live.
+
+        Joining a room the member is already in restarts it from `after`.
+        """
+        key = (room, member.user)
+        first_of_user = False
+        if not self.fanout.is_member(member, room):
+            self._local[key] += 1
+            first_of_user = self._local[key] == 1
+        cursor, _ = self.fanout.add(member, room)
+        # A (re)join restarts the member's view of the room from `after`.
+        cursor.last = after if after is not None else ZERO_ID
+        channel = self.keys.channel(room)
+        self._rooms_by_channel[channel.encode()] = room
+        try:
+            await self.subscriber.subscribe(channel)
+            if after is None:
+                for entry in await self.history.recent(room):
+                    cursor.last = entry.key
+                    member.send_frame(entry.frame)
+            else:
+                async for page in self.history.after(room, after):
+                    for entry in page:
+                        if entry.key > cursor.last:
+                            cursor.last = entry.key
+                            member.send_frame(entry.frame)
+            self.fanout.finish_replay(member, cursor)
+            if first_of_user:
+                await self.presence.enter(room, member.user)
+            users = await self.presence.members(room)
+        except BaseException:
+            await self._forget(member, room)
+            raise
+        member.send_frame(frame("presence", room=room, users=users))
+
+    async def leave(self, member: Member, room: str, *, on_purpose: bool = True) -> None:
+        if not self.fanout.is_member(member, room):
+            return
+        last_of_user = await self._forget(member, room)
+        if last_of_user:
+            try:
+                await self.presence.exit(room, member.user, on_purpose=on_purpose)
+            except (RedisError, OSError):
+                REDIS_ERRORS.inc()  # the entry lapses by itself within the presence TTL
+
+    async def _forget(self, member: Member, room: str) -> bool:
+        """Drop local membership; True if it was the user's last local socket in the room."""
+        if not self.fanout.is_member(member, room):
+            return False
+        last_here = self.fanout.remove(member, room)
+        key = (room, member.user)
+        self._local[key] -= 1
+        last_of_user = self._local[key] <= 0
+        if last_of_user:
+            del self._local[key]
+        if last_here:
+            channel = self.keys.channel(room)
+            self._rooms_by_channel.pop(channel.encode(), None)
+            await self.subscriber.unsubscribe(channel)
+        return last_of_user
+
+    def is_member(self, member: Member, room: str) -> bool:
+        return self.fanout.is_member(member, room)
+
+    async def publish(self, room: str, user: str, text: str, cid: str = "") -> Published:
+        published = await self.publisher.publish(room, user, text, cid)
+        if not published.duplicate:
+            PUBLISHES.inc()
+        return published
+
+    # -- subscriber callbacks ---------------------------------------------
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        try:
+            payload = unpack(data)
+        except ValueError:
+            log.warning("undecodable payload on a subscribed channel")
+            return
+        if channel == self._control:
+            self._on_control(payload)
+            return
+        room = self._rooms_by_channel.get(channel)
+        if room is not None:
+            self.fanout.deliver(room, payload)
+
+    def _on_control(self, payload: dict[str, object]) -> None:
+        if payload.get("t") == "end":
+            for socket in [s for s in self.sockets if s.login_id == payload.get("login")]:
+                socket.end_session()
+
+    async def _repair(self, channel: bytes) -> None:
+        room = self._rooms_by_channel.get(channel)
+        if room is None:
+            return
+        start = self.fanout.oldest_cursor(room)
+        if start is None:
+            return
+        async for page in self.history.after(room, start):
+            members = self.fanout.rooms.get(room)
+            if not members:
+                return
+            for entry in page:
+                self.fanout.deliver_chat(members, entry.key, entry.frame)
+
+    async def _refresh_presence(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_REFRESH_SECONDS)
+            by_room: dict[str, list[str]] = {}
+            for (room, user), count in self._local.items():
+                if count > 0:
+                    by_room.setdefault(room, []).append(user)
+            for room, users in by_room.items():
+                try:
+                    await self.presence.refresh(room, users)
+                except (RedisError, OSError):
+                    REDIS_ERRORS.inc()

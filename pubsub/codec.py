@@ -1,0 +1,66 @@
+"""The message shapes: msgpack between processes, JSON frames to browsers.
+
+Stream ids (`<ms>-<seq>`) order messages within a room; `StreamId` is the
+parsed, comparable form so fan-out compares tuples, not strings.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+
+StreamId = tuple[int, int]
+
+ZERO_ID: StreamId = (0, 0)
+
+# Two 64-bit numbers and a dash.
+MAX_ID_CHARS = 41
+
+
+def parse_id(text: str) -> StreamId:
+    """`"1700000000000-3"` -> `(1700000000000, 3)`; ValueError if malformed."""
+    if len(text) > MAX_ID_CHARS:
+        raise ValueError("stream id too long")
+    ms, _, seq = text.partition("-")
+    if not ms.isdigit() or (seq and not seq.isdigit()):
+        raise ValueError(f"not a stream id: {text[:40]!r}")
+    return int(ms), int(seq or 0)
+
+
+def format_id(sid: StreamId) -> str:
+    return f"{sid[0]}-{sid[1]}"
+
+
+def chat_frame(msg_id: str, room: str, user: str, text: str) -> str:
+    """The JSON `chat` frame; `ts` is the stream id's milliseconds as seconds."""
+    ts = int(msg_id.partition("-")[0]) / 1000
+    return json.dumps(
+        {"type": "chat", "id": msg_id, "room": room, "user": user, "text": text, "ts": ts},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def frame(kind: str, **fields: Any) -> str:
+    """Any other server frame, e.g. `frame("error", code=..., reason=...)`."""
+    return json.dumps({"type": kind, **fields}, ensure_ascii=False, separators=(",", ":"))
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    """Decode a payload published by a script (`cmsgpack`) or by `pack`."""
+    decoded = msgpack.unpackb(data, raw=False)
+    if not isinstance(decoded, dict):
+        raise ValueError("payload is not a map")
+    return decoded
+
+
+def pack(payload: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(payload, use_bin_type=True)
+    return packed
+
+
+def as_str(value: Any) -> str:
+    """Redis replies come as bytes; frames want text."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,121 @@
+"""Local fan-out: which sockets of this process are in which room, and what each has seen.
+
+Each member keeps, per room, the id of the last message it was given (its
+cursor). Ids increase within a room, so a message at or before the cursor is
+a repeat and is dropped: that makes history replay plus live delivery, and a
+subscriber's gap repair, gap-free and repeat-free.
+
+A message is decoded once and its JSON frame built once per process, then
+written to every member without awaiting any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import metrics
+from pubsub.codec import ZERO_ID, StreamId, chat_frame, frame, parse_id
+
+log = logging.getLogger(__name__)
+
+DELIVERED = metrics.counter("chat_frames_out_total", "Frames written to local sockets")
+
+
+class Member(Protocol):
+    """Anything that can take a frame: a WebSocket handler, a test double, a bench probe."""
+
+    user: str
+
+    def send_frame(self, frame: str) -> None:
+        """Queue one text frame; never blocks, never raises for a closed peer."""
+
+
+@dataclass
+class Cursor:
+    last: StreamId = ZERO_ID
+    # While the member's history replay runs, live messages wait here.
+    pending: list[tuple[StreamId, str]] | None = field(default_factory=list)
+
+
+class Fanout:
+    """Local room membership and delivery."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, dict[Member, Cursor]] = {}
+
+    def add(self, member: Member, room: str) -> tuple[Cursor, bool]:
+        """Start buffering live messages for `member`; True if the room is new here."""
+        members = self.rooms.setdefault(room, {})
+        first = not members
+        cursor = members.get(member)
+        if cursor is None:
+            cursor = members[member] = Cursor()
+        else:
+            cursor.pending = []
+        return cursor, first
+
+    def remove(self, member: Member, room: str) -> bool:
+        """Forget `member` in `room`; True when it was the room's last local member."""
+        members = self.rooms.get(room)
+        if members is None or members.pop(member, None) is None:
+            return False
+        if members:
+            return False
+        del self.rooms[room]
+        return True
+
+    def is_member(self, member: Member, room: str) -> bool:
+        return member in self.rooms.get(room, ())
+
+    def local_users(self, room: str) -> set[str]:
+        return {member.user for member in self.rooms.get(room, ())}
+
+    def rooms_of(self, member: Member) -> list[str]:
+        return [room for room, members in self.rooms.items() if member in members]
+
+    def finish_replay(self, member: Member, cursor: Cursor) -> None:
+        """Replay is done: send what arrived live meanwhile and go live."""
+        pending, cursor.pending = cursor.pending or [], None
+        # A gap repair may have queued older ids after newer live ones.
+        pending.sort(key=lambda item: item[0])
+        for key, text in pending:
+            if key > cursor.last:
+                cursor.last = key
+                member.send_frame(text)
+
+    def deliver(self, room: str, payload: dict[str, object]) -> None:
+        """Fan one decoded payload out to every local member of `room`."""
+        members = self.rooms.get(room)
+        if not members:
+            return
+        kind = payload.get("t")
+        if kind == "chat":
+            msg_id = str(payload["id"])
+            key = parse_id(msg_id)
+            text = chat_frame(msg_id, room, str(payload["user"]), str(payload["text"]))
+            self.deliver_chat(members, key, text)
+        elif kind in ("joined", "left"):
+            notice = frame(str(kind), room=room, user=str(payload["user"]))
+            for member in list(members):
+                member.send_frame(notice)
+            DELIVERED.inc(len(members))
+        else:
+            log.warning("unknown payload kind %r in room channel", kind)
+
+    def deliver_chat(self, members: dict[Member, Cursor], key: StreamId, text: str) -> None:
+        sent = 0
+        for member, cursor in list(members.items()):
+            if cursor.pending is not None:
+                cursor.pending.append((key, text))
+            elif key > cursor.last:
+                cursor.last = key
+                member.send_frame(text)
+                sent += 1
+        DELIVERED.inc(sent)
+
+    def oldest_cursor(self, room: str) -> StreamId | None:
+        """Where a repair of `room` must start so every live member is covered."""
+        cursors = [c.last for c in self.rooms.get(room, {}).values() if c.pending is None]
+        return min(cursors) if cursors else None

@@ -1,0 +1,58 @@
+"""Reading a room's past from its stream: recent messages, and what came after an id."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from pubsub.codec import StreamId, as_str, chat_frame, format_id, parse_id
+from pubsub.keys import Keys
+
+# PROTOCOL.md: a join without `after` gets the room's most recent messages, up to 50.
+RECENT_ON_JOIN = 50
+
+# Replays read the stream in pages so one huge gap cannot block the loop or
+# build one giant reply.
+REPLAY_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: StreamId
+    frame: str
+
+
+def _entry(room: str, raw_id: bytes | str, fields: dict[bytes, bytes]) -> Entry:
+    msg_id = as_str(raw_id)
+    user = as_str(fields.get(b"user", b""))
+    text = as_str(fields.get(b"text", b""))
+    return Entry(key=parse_id(msg_id), frame=chat_frame(msg_id, room, user, text))
+
+
+class History:
+    """Room history from Redis streams."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def recent(self, room: str, count: int = RECENT_ON_JOIN) -> list[Entry]:
+        rows = await self.redis.xrevrange(self.keys.stream(room), count=count)
+        return [_entry(room, raw_id, fields) for raw_id, fields in reversed(rows)]
+
+    async def after(self, room: str, after: StreamId) -> AsyncIterator[list[Entry]]:
+        """Every stored message after `after`, oldest first, a page at a time."""
+        cursor = after
+        while True:
+            rows = await self.redis.xrange(
+                self.keys.stream(room), min=f"({format_id(cursor)}", count=REPLAY_PAGE
+            )
+            if not rows:
+                return
+            page = [_entry(room, raw_id, fields) for raw_id, fields in rows]
+            yield page
+            cursor = page[-1].key
+            if len(rows) < REPLAY_PAGE:
+                return

@@ -1,0 +1,204 @@
+"""The one subscriber connection of a process, and the one coroutine reading it.
+
+Redis pub/sub is at-most-once: whatever is published while the connection is
+down is gone. So every (re)subscription of a room channel is followed, inside
+the reader coroutine and before any later message of that channel is handled,
+by a repair: the room's stream is read from where local sockets stopped.
+This holds however the connection came back, whether we rebuilt it or
+redis-py reconnected it and resubscribed on its own.
+
+A connection can also be up but deaf. Every CANARY_INTERVAL_SECONDS the
+process publishes to its own canary channel; if nothing arrives for
+CANARY_DEADLINE_SECONDS the connection is thrown away and rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+import metrics
+
+log = logging.getLogger(__name__)
+
+# A join waits this long for Redis to confirm a new subscription before the
+# client is told `unavailable`.
+SUBSCRIBE_TIMEOUT_SECONDS = 5.0
+# How long the reader blocks on the socket before looking at the canary.
+READ_POLL_SECONDS = 1.0
+CANARY_INTERVAL_SECONDS = 2.0
+# Three missed canaries: the connection is deaf, rebuild it.
+CANARY_DEADLINE_SECONDS = 3 * CANARY_INTERVAL_SECONDS
+# Reconnect backoff: full jitter between 0 and the current step, doubling to the cap.
+BACKOFF_FIRST_SECONDS = 0.25
+BACKOFF_CAP_SECONDS = 5.0
+
+RECONNECTS = metrics.counter(
+    "chat_subscriber_reconnects_total", "Subscriber connections rebuilt after an error"
+)
+DEAF = metrics.counter(
+    "chat_subscriber_deaf_total", "Subscriber connections found deaf by the canary"
+)
+REPAIRS = metrics.counter(
+    "chat_subscriber_repairs_total", "Room channels (re)subscribed and repaired from history"
+)
+REDIS_ERRORS = metrics.counter("chat_redis_errors_total", "Redis calls that failed")
+
+
+class DeafConnection(Exception):
+    """The subscriber connection stopped delivering our own canary."""
+
+
+MessageHandler = Callable[[bytes, bytes], None]
+RepairHandler = Callable[[bytes], Awaitable[None]]
+
+
+class Subscriber:
+    """Keeps the wanted channels subscribed on one connection and feeds `on_message`."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        canary_channel: str,
+        on_message: MessageHandler,
+        repair: RepairHandler,
+        standing: tuple[str, ...] = (),
+    ) -> None:
+        self.redis = redis
+        self.canary = canary_channel.encode()
+        self.on_message = on_message
+        self.repair = repair
+        # The canary and `standing` channels stay subscribed for the process's life.
+        self.wanted: set[bytes] = {self.canary, *(name.encode() for name in standing)}
+        self.confirmed: set[bytes] = set()
+        self.connected = False
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._pubsub: PubSub | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_canary = time.monotonic()
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._run(), name="subscriber"),
+            asyncio.create_task(self._send_canaries(), name="canary"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_pubsub()
+
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe (if needed) and return once Redis has confirmed it."""
+        name = channel.encode()
+        self.wanted.add(name)
+        if name in self.confirmed:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(name, []).append(waiter)
+        if self.connected and self._pubsub is not None:
+            try:
+                await self._pubsub.subscribe(name)
+            except (RedisError, OSError):
+                REDIS_ERRORS.inc()  # the reader rebuilds and subscribes every wanted channel
+        await asyncio.wait_for(waiter, SUBSCRIBE_TIMEOUT_SECONDS)
+
+    async def unsubscribe(self, channel: str) -> None:
+        name = channel.encode()
+        self.wanted.discard(name)
+        self.confirmed.discard(name)
+        if self.connected and self._pubsub is not None:
+            try:
+                await self._pubsub.unsubscribe(name)
+            except (RedisError, OSError):
+                REDIS_ERRORS.inc()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_FIRST_SECONDS
+        while True:
+            try:
+                await self._connect()
+                backoff = BACKOFF_FIRST_SECONDS
+                await self._read_forever()
+            except asyncio.CancelledError:
+                raise
+            except DeafConnection:
+                DEAF.inc()
+                log.error("subscriber connection is deaf (no canary for %.0fs): rebuilding",
+                          CANARY_DEADLINE_SECONDS)
+            except (RedisError, OSError) as error:
+                REDIS_ERRORS.inc()
+                log.warning("subscriber connection lost (%s): reconnecting", type(error).__name__)
+            self.connected = False
+            self.confirmed.clear()
+            await self._close_pubsub()
+            RECONNECTS.inc()
+            await asyncio.sleep(random.uniform(0, backoff))
+            backoff = min(backoff * 2, BACKOFF_CAP_SECONDS)
+
+    async def _connect(self) -> None:
+        self._pubsub = self.redis.pubsub()
+        await self._pubsub.subscribe(*self.wanted)
+        self.connected = True
+        self._last_canary = time.monotonic()
+
+    async def _read_forever(self) -> None:
+        assert self._pubsub is not None
+        while True:
+            message = await self._pubsub.get_message(timeout=READ_POLL_SECONDS)
+            if message is not None:
+                await self._handle(message)
+            if time.monotonic() - self._last_canary > CANARY_DEADLINE_SECONDS:
+                raise DeafConnection()
+
+    async def _handle(self, message: dict[str, object]) -> None:
+        kind = message["type"]
+        channel = message["channel"]
+        assert isinstance(channel, bytes)
+        if kind == "message":
+            data = message["data"]
+            if channel == self.canary:
+                self._last_canary = time.monotonic()
+            elif isinstance(data, bytes):
+                self.on_message(channel, data)
+        elif kind == "subscribe":
+            if channel in self.wanted:
+                # Anything published before this confirmation may be missing
+                # here: read it from the stream before the next live message.
+                REPAIRS.inc()
+                await self.repair(channel)
+            self.confirmed.add(channel)
+            for waiter in self._waiters.pop(channel, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif kind == "unsubscribe" and channel not in self.wanted:
+            self.confirmed.discard(channel)
+
+    async def _send_canaries(self) -> None:
+        while True:
+            await asyncio.sleep(CANARY_INTERVAL_SECONDS)
+            if not self.connected:
+                continue
+            try:
+                await self.redis.publish(self.canary.decode(), b"")
+            except (RedisError, OSError):
+                REDIS_ERRORS.inc()
+                # Redis itself is away: the reader finds out on its own; do
+                # not let the missing canary also count as deafness.
+                self._last_canary = time.monotonic()
+
+    async def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                await pubsub.aclose()
+            except (RedisError, OSError):
+                pass

@@ -1,0 +1,82 @@
+"""Session handling for Tornado handlers: read once per request, write the cookie."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import tornado.web
+
+from sessions.store import SessionData, SessionStore
+
+SESSION_COOKIE = "jsessionid"
+
+# How long a signed cookie stays acceptable to Tornado's signature check. The
+# real lifetime is the session's sliding expiry in Redis; this only has to be
+# longer than it.
+COOKIE_SIGNATURE_MAX_AGE_DAYS = 31
+
+
+if TYPE_CHECKING:
+    _HandlerBase = tornado.web.RequestHandler
+else:
+    _HandlerBase = object
+
+
+class SessionMixin(_HandlerBase):
+    """Gives a handler `self.session`, loaded from Redis with one read.
+
+    Mixed into RequestHandler and WebSocketHandler; expects the application
+    setting `session_store`.
+    """
+
+    session_id: str | None = None
+    session: SessionData = {}
+
+    @property
+    def session_store(self) -> SessionStore:
+        store: SessionStore = self.application.settings["session_store"]
+        return store
+
+    async def load_session(self) -> None:
+        """Read the session named by the cookie; a missing or forged one is empty."""
+        self.session_id = None
+        self.session = {}
+        raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=COOKIE_SIGNATURE_MAX_AGE_DAYS)
+        if not raw:
+            return
+        session_id = raw.decode("ascii", "replace")
+        data = await self.session_store.get(session_id)
+        if data is not None:
+            self.session_id = session_id
+            self.session = data
+
+    @property
+    def session_user(self) -> str | None:
+        user = self.session.get("user")
+        return user if isinstance(user, str) else None
+
+    async def regenerate_session(self, data: SessionData | None = None) -> None:
+        """Give the session a new id (keeping or replacing its data) and send the cookie."""
+        if data is not None:
+            self.session = data
+        self.session_id = await self.session_store.regenerate(self.session_id, self.session)
+        self._send_session_cookie(self.session_id)
+
+    async def destroy_session(self) -> None:
+        if self.session_id:
+            await self.session_store.destroy(self.session_id)
+        self.session_id = None
+        self.session = {}
+        self.clear_cookie(SESSION_COOKIE, path="/")
+
+    def _send_session_cookie(self, session_id: str) -> None:
+        secure = self.request.protocol == "https"
+        self.set_signed_cookie(
+            SESSION_COOKIE,
+            session_id,
+            expires_days=self.session_store.idle_ttl / 86400,
+            httponly=True,
+            samesite="Lax",
+            secure=secure,
+            path="/",
+        )

@@ -1,0 +1,74 @@
+"""The hand-written Redis session store.
+
+A session is `<prefix>session:<id>` holding a msgpack map, with a sliding
+idle expiry: every read pushes the expiry forward (GETEX, one round trip).
+Ids are 256 random bits from the OS CSPRNG; only ids this store issued exist
+in Redis, so a made-up id simply reads as no session.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import msgpack
+from redis.asyncio import Redis
+
+# A week of inactivity logs a user out: long enough for "remember me" chat use,
+# short enough that abandoned sessions do not pile up in Redis.
+DEFAULT_IDLE_TTL_SECONDS = 7 * 24 * 3600
+
+# 32 bytes = 256 bits, rendered URL-safe (43 characters).
+SESSION_ID_BYTES = 32
+
+# Move a session to a new id in one atomic step: the new key appears and the
+# old key disappears together, so no request ever sees both or neither.
+_REGENERATE_LUA = """
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+if KEYS[1] ~= KEYS[2] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+SessionData = dict[str, Any]
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+class SessionStore:
+    """get / save / regenerate / destroy of sessions kept in Redis."""
+
+    def __init__(
+        self, redis: Redis, prefix: str = "", idle_ttl: int = DEFAULT_IDLE_TTL_SECONDS
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.idle_ttl = idle_ttl
+        self._regenerate = redis.register_script(_REGENERATE_LUA)
+
+    def key(self, session_id: str) -> str:
+        return f"{self.prefix}session:{session_id}"
+
+    async def get(self, session_id: str) -> SessionData | None:
+        """The session's data, or None; a hit slides the idle expiry."""
+        raw = await self.redis.getex(self.key(session_id), ex=self.idle_ttl)
+        if raw is None:
+            return None
+        data = msgpack.unpackb(raw)
+        return data if isinstance(data, dict) else None
+
+    async def save(self, session_id: str, data: SessionData) -> None:
+        await self.redis.set(self.key(session_id), msgpack.packb(data), ex=self.idle_ttl)
+
+    async def regenerate(self, old_id: str | None, data: SessionData) -> str:
+        """Store `data` under a fresh id and delete `old_id`, atomically."""
+        new_id = new_session_id()
+        old_key = self.key(old_id) if old_id else self.key(new_id)
+        await self._regenerate(
+            keys=[old_key, self.key(new_id)], args=[msgpack.packb(data), self.idle_ttl]
+        )
+        return new_id
+
+    async def destroy(self, session_id: str) -> None:
+        await self.redis.delete(self.key(session_id))

@@ -1,0 +1,1 @@
+"""Starting the whole stack: supervisord with Redis, N chat instances and HAProxy."""

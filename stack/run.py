@@ -1,0 +1,112 @@
+"""`make run`: start the whole stack under supervisord in the foreground; Ctrl-C stops it.
+
+Also used by the cluster tests and the bench tools, so all three run the
+stack from the same supervisord.conf and haproxy.cfg.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from stack.render import prepare
+from stack.settings import PROJECT, StackSettings
+
+READY_TIMEOUT_SECONDS = 60.0
+
+
+class Stack:
+    """One running supervisord with everything under it."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port}"
+
+    def start(self) -> None:
+        self.env = prepare(self.settings)
+        supervisord = Path(sys.executable).parent / "supervisord"
+        self.process = subprocess.Popen(
+            [str(supervisord), "-c", str(PROJECT / "supervisord.conf")],
+            env=self.env,
+            cwd=PROJECT,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop supervisord in order
+        )
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Return once every instance is healthy and HAProxy answers."""
+        deadline = time.monotonic() + timeout
+        urls = [f"http://127.0.0.1:{p}/healthz" for p in self.settings.instance_ports()]
+        urls.append(f"{self.url}/healthz")
+        for url in urls:
+            while not _answers_ok(url):
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"supervisord exited; see {self.settings.var}/log")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{url} not healthy; see {self.settings.var}/log")
+                time.sleep(0.1)
+
+    def ctl(self, *args: str) -> str:
+        """Run supervisorctl against this stack, e.g. ctl("restart", "chat:chat-1")."""
+        supervisorctl = Path(sys.executable).parent / "supervisorctl"
+        done = subprocess.run(
+            [str(supervisorctl), "-c", str(PROJECT / "supervisord.conf"), *args],
+            env=self.env, capture_output=True, text=True, timeout=60, check=False,
+        )
+        return done.stdout + done.stderr
+
+    def stop(self, timeout: float = 40.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _answers_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
+    settings = StackSettings.from_env()
+    stack = Stack(settings)
+    stack.start()
+    assert stack.process is not None
+    try:
+        stack.wait_ready()
+        print(f"chatfleet is up: {stack.url}  ({settings.instances} instances; Ctrl-C stops)",
+              flush=True)
+        stack.process.wait()
+    except KeyboardInterrupt:
+        print("\nstopping chatfleet…", flush=True)
+    except (RuntimeError, TimeoutError) as error:
+        print(f"chatfleet failed to start: {error}", file=sys.stderr, flush=True)
+        stack.stop()
+        sys.exit(1)
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The stack's settings, from the environment (README: Configuration)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+# PROTOCOL.md: N defaults to the number of cores, at least 2, so there is
+# always another process to fail over to.
+MIN_INSTANCES = 2
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    http_port: int = 8000
+    instances: int = MIN_INSTANCES
+    port_base: int = 8000
+    redis_port: int = 6380
+    redis_url: str = ""          # an outside Redis; empty: start our own on redis_port
+    var: Path = PROJECT / "var"
+
+    @property
+    def starts_redis(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def instance_ports(self) -> list[int]:
+        return [self.port_base + n for n in range(1, self.instances + 1)]
+
+    @classmethod
+    def from_env(cls) -> StackSettings:
+        return cls(
+            http_port=_int("CHAT_HTTP_PORT", 8000),
+            instances=max(MIN_INSTANCES, _int("CHAT_INSTANCES", os.cpu_count() or 1)),
+            port_base=_int("CHAT_PORT_BASE", 8000),
+            redis_port=_int("CHAT_REDIS_PORT", 6380),
+            redis_url=os.environ.get("CHAT_REDIS_URL", "").strip(),
+            var=Path(os.environ.get("CHAT_VAR", "").strip() or PROJECT / "var").resolve(),
+        )
