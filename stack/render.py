@@ -28,9 +28,10 @@ def haproxy_config(settings: StackSettings) -> str:
         f"    server chat{n} 127.0.0.1:{port} cookie chat{n} check"
         for n, port in enumerate(settings.instance_ports(), start=1)
     )
-    return template.replace("{{http_port}}", str(settings.http_port)).replace(
-        "{{servers}}", servers
-    )
+    filled = {"http_port": str(settings.http_port), "servers": servers, "var": str(settings.var)}
+    for name, value in filled.items():
+        template = template.replace("{{" + name + "}}", value)
+    return template
 
 
 def prepare(settings: StackSettings) -> dict[str, str]:

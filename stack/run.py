@@ -6,7 +6,10 @@ stack from the same supervisord.conf and haproxy.cfg.
 
 from __future__ import annotations
 
+import csv
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,8 +45,37 @@ class Stack:
             start_new_session=True,  # Ctrl-C reaches us, and we stop supervisord in order
         )
 
+    def server_states(self) -> dict[str, str]:
+        """HAProxy's view of each chat instance: {"chat1": "UP", "chat2": "DOWN", ...}."""
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(5)
+            conn.connect(str(self.settings.var / "haproxy.sock"))
+            conn.sendall(b"show stat\n")
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+        states = {}
+        for row in csv.reader(data.decode().lstrip("# ").splitlines()):
+            if len(row) > 17 and row[0] == "chat_instances" and row[1].startswith("chat"):
+                states[row[1]] = row[17].split(" ")[0]
+        return states
+
+    def wait_servers(self, want: str, names: list[str], timeout: float = 30.0) -> None:
+        """Wait until HAProxy reports each of `names` in state `want` (UP, DOWN, ...)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                states = self.server_states()
+            except OSError:
+                states = {}
+            if all(states.get(name) == want for name in names):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"HAProxy servers {states}, wanted {names} {want}")
+            time.sleep(0.1)
+
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
-        """Return once every instance is healthy and HAProxy answers."""
+        """Return once every instance is healthy and HAProxy sees them all UP."""
         deadline = time.monotonic() + timeout
         urls = [f"http://127.0.0.1:{p}/healthz" for p in self.settings.instance_ports()]
         urls.append(f"{self.url}/healthz")
@@ -54,6 +86,8 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{url} not healthy; see {self.settings.var}/log")
                 time.sleep(0.1)
+        everyone = [f"chat{n}" for n in range(1, self.settings.instances + 1)]
+        self.wait_servers("UP", everyone, max(1.0, deadline - time.monotonic()))
 
     def ctl(self, *args: str) -> str:
         """Run supervisorctl against this stack, e.g. ctl("restart", "chat:chat-1")."""
@@ -64,15 +98,30 @@ class Stack:
         )
         return done.stdout + done.stderr
 
+    def child_pids(self) -> list[int]:
+        """The pids supervisord reports for its programs (0 for stopped ones is dropped)."""
+        pids = []
+        for line in self.ctl("pid", "all").split():
+            if line.isdigit() and int(line) > 0:
+                pids.append(int(line))
+        return pids
+
     def stop(self, timeout: float = 40.0) -> None:
+        """Stop supervisord (which stops its programs in order); kill any straggler by pid."""
         if self.process is None or self.process.poll() is not None:
             return
+        children = self.child_pids()
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def _answers_ok(url: str) -> bool:

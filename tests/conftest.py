@@ -1,0 +1,118 @@
+"""Real parts for every test: a redis-server, and the whole stack from the project's configs.
+
+Both start once per test session on free ports and are stopped (by pid) at
+the end. Tests keep out of each other's way with unique user and room names.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stack.run import Stack
+from stack.settings import StackSettings
+
+START_TIMEOUT = 30.0
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def free_port_run(count: int) -> int:
+    """A base port such that base+1 .. base+count are all free."""
+    for _ in range(200):
+        base = random.randrange(20000, 40000)
+        if all(port_is_free(base + n) for n in range(1, count + 1)):
+            return base
+    raise RuntimeError("no run of free ports")
+
+
+def wait_for_port(port: int, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} never answered")
+
+
+def unique(prefix: str) -> str:
+    """A fresh user or room name (fits the 32-character name rule)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server of our own, for the store and bus tests."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed (make test installs it)"
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole stack: supervisord running Redis, 2 chat instances and HAProxy."""
+    var: Path = tmp_path_factory.mktemp("stack")
+    settings = StackSettings(
+        http_port=free_port(),
+        instances=2,
+        port_base=free_port_run(2),
+        redis_port=free_port(),
+        redis_url="",
+        var=var,
+    )
+    running = Stack(settings)
+    running.start()
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+        if os.environ.get("CHAT_KEEP_LOGS"):
+            shutil.copytree(var / "log", Path("test-artifacts") / "stack-log", dirs_exist_ok=True)
+
+
+@pytest.fixture
+def instance_urls(stack: Stack) -> list[str]:
+    return [f"http://127.0.0.1:{p}" for p in stack.settings.instance_ports()]

@@ -1,0 +1,226 @@
+"""Chat across processes through HAProxy: fan-out, acks, resume, presence notices, limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from chatclient import ChatSocket, HttpSession
+from stack.run import Stack
+from tests.conftest import unique
+
+Pinned = Callable[[str, int], Awaitable[tuple[HttpSession, ChatSocket]]]
+
+
+@pytest.fixture
+async def pinned(stack: Stack) -> AsyncIterator[Pinned]:
+    """Log a user in through HAProxy pinned (by HAProxy's cookie) to instance n, open /ws."""
+    opened: list[tuple[HttpSession, ChatSocket]] = []
+
+    async def make(user: str, n: int) -> tuple[HttpSession, ChatSocket]:
+        http = HttpSession(stack.url)
+        http.cookies["chatfleet_server"] = f"chat{n}"
+        assert (await http.login(user)).code == 302
+        sock = await ChatSocket.connect(http)
+        hello = await sock.next_of("hello")
+        assert hello["instance"].endswith(f":{stack.settings.port_base + n}")
+        await sock.next_of("presence", room="lobby")
+        opened.append((http, sock))
+        return http, sock
+
+    yield make
+    for http, sock in opened:
+        sock.close()
+        http.close()
+
+
+async def join(sock: ChatSocket, room: str, after: str | None = None) -> list[dict[str, object]]:
+    """Join and return the chat frames replayed before the presence frame."""
+    frame: dict[str, object] = {"type": "join", "room": room}
+    if after is not None:
+        frame["after"] = after
+    start = len(sock.frames)
+    await sock.send(frame)
+    await sock.next_of("presence", room=room)
+    return [f for f in sock.frames[start:] if f["type"] == "chat" and f["room"] == room]
+
+
+async def say(sock: ChatSocket, room: str, text: str, cid: str | None = None) -> str:
+    cid = cid or unique("c")
+    await sock.send({"type": "chat", "room": room, "text": text, "cid": cid})
+    ack = await sock.next_of("ack", cid=cid)
+    return str(ack["id"])
+
+
+async def test_two_instances_chat_both_ways(pinned: Pinned) -> None:
+    room = unique("r")
+    ann_name, bob_name = unique("ann"), unique("bob")
+    _, ann = await pinned(ann_name, 1)
+    _, bob = await pinned(bob_name, 2)
+    await join(ann, room)
+    await join(bob, room)
+
+    first = await say(ann, room, "hello from 1")
+    got = await bob.next_of("chat", room=room, id=first)
+    assert got["user"] == ann_name and got["text"] == "hello from 1"
+    assert isinstance(got["ts"], int | float) and got["ts"] > 1.6e9
+
+    second = await say(bob, room, "hello from 2")
+    back = await ann.next_of("chat", room=room, id=second)
+    assert back["user"] == bob_name and back["text"] == "hello from 2"
+    assert second > first
+
+
+async def test_user_comes_from_session_not_frame(pinned: Pinned) -> None:
+    room = unique("r")
+    name = unique("ann")
+    _, ann = await pinned(name, 1)
+    await join(ann, room)
+    await ann.send({"type": "chat", "room": room, "text": "hi", "cid": "x1", "user": "mallory"})
+    ack = await ann.next_of("ack", cid="x1")
+    mine = await ann.next_of("chat", room=room, id=ack["id"])
+    assert mine["user"] == name
+
+
+async def test_resend_with_same_cid_is_acked_once_published_once(pinned: Pinned) -> None:
+    room = unique("r")
+    _, ann = await pinned(unique("ann"), 1)
+    _, bob = await pinned(unique("bob"), 2)
+    await join(ann, room)
+    await join(bob, room)
+    first = await say(ann, room, "only once", cid="same-cid")
+    again = await say(ann, room, "only once", cid="same-cid")
+    assert again == first
+    marker = await say(ann, room, "marker")
+    await bob.next_of("chat", room=room, id=marker)
+    texts = [f["text"] for f in bob.frames if f["type"] == "chat" and f["room"] == room]
+    assert texts == ["only once", "marker"]
+
+
+async def test_join_after_replays_exactly_what_was_missed(pinned: Pinned, stack: Stack) -> None:
+    room = unique("r")
+    ann_http, ann = await pinned(unique("ann"), 1)
+    _, bob = await pinned(unique("bob"), 2)
+    await join(ann, room)
+    await join(bob, room)
+    seen = await say(bob, room, "seen by ann")
+    await ann.next_of("chat", room=room, id=seen)
+    ann.close()
+
+    missed = [await say(bob, room, f"missed {i}") for i in range(7)]
+    back = await ChatSocket.connect(ann_http)
+    await back.next_of("hello")
+    replayed = await join(back, room, after=seen)
+    assert [f["id"] for f in replayed] == missed
+    assert [f["text"] for f in replayed] == [f"missed {i}" for i in range(7)]
+
+    live = await say(bob, room, "live again")
+    assert (await back.next_of("chat", room=room))["id"] == live
+    back.close()
+
+
+async def test_join_without_after_gets_last_50_in_order(pinned: Pinned) -> None:
+    room = unique("r")
+    _, ann = await pinned(unique("ann"), 1)
+    await join(ann, room)
+    ids = [await say(ann, room, f"m{i}") for i in range(55)]
+    _, bob = await pinned(unique("bob"), 2)
+    replayed = await join(bob, room)
+    assert [f["id"] for f in replayed] == ids[-50:]
+
+
+async def test_lobby_resume_by_url(pinned: Pinned) -> None:
+    """`/ws?after=ID` resumes the lobby without a second join."""
+    ann_http, ann = await pinned(unique("ann"), 1)
+    _, bob = await pinned(unique("bob"), 2)
+    mark = await say(bob, "lobby", "mark")
+    await ann.next_of("chat", room="lobby", id=mark)
+    ann.close()
+    missed = [await say(bob, "lobby", f"lobby {i}") for i in range(3)]
+    back = await ChatSocket.connect(ann_http, path=f"/ws?after={mark}")
+    await back.next_of("presence", room="lobby")
+    got = [f["id"] for f in back.frames if f["type"] == "chat" and f["room"] == "lobby"]
+    assert got == missed
+    back.close()
+
+
+async def test_joined_left_and_no_second_joined_on_reconnect(pinned: Pinned, stack: Stack) -> None:
+    room = unique("r")
+    watcher_name, ann_name = unique("wat"), unique("ann")
+    _, watcher = await pinned(watcher_name, 1)
+    await join(watcher, room)
+    ann_http, ann = await pinned(ann_name, 2)
+    await join(ann, room)
+    await watcher.next_of("joined", room=room, user=ann_name)
+
+    # The socket drops and comes back (on the other instance): no new `joined`.
+    ann.close()
+    ann_http.cookies["chatfleet_server"] = "chat1"
+    again = await ChatSocket.connect(ann_http)
+    await again.next_of("hello")
+    await join(again, room)
+    presence = [f for f in again.frames if f["type"] == "presence" and f["room"] == room]
+    assert ann_name in presence[-1]["users"]
+    marker = await say(again, room, "still here")
+    await watcher.next_of("chat", room=room, id=marker)
+    notices = [f for f in watcher.frames if f["type"] in ("joined", "left")
+               and f["room"] == room and f["user"] == ann_name]
+    assert [f["type"] for f in notices] == ["joined"]
+
+    await again.send({"type": "leave", "room": room})
+    await watcher.next_of("left", room=room, user=ann_name)
+    again.close()
+
+
+async def test_leave_stops_delivery(pinned: Pinned) -> None:
+    room = unique("r")
+    _, ann = await pinned(unique("ann"), 1)
+    _, bob = await pinned(unique("bob"), 1)
+    await join(ann, room)
+    await join(bob, room)
+    await ann.send({"type": "leave", "room": room})
+    await ann.send({"type": "chat", "room": room, "text": "x", "cid": "after-leave"})
+    refused = await ann.next_of("error")
+    assert refused["code"] == "not_joined"
+    after = await say(bob, room, "after ann left")
+    lobby_mark = await say(bob, "lobby", "lobby mark")
+    await ann.next_of("chat", room="lobby", id=lobby_mark)
+    assert not any(f.get("id") == after for f in ann.frames)
+
+
+async def test_bad_frames_get_errors_and_socket_stays_open(pinned: Pinned) -> None:
+    _, ann = await pinned(unique("ann"), 1)
+    cases = [
+        ("nonsense", "bad_frame"),
+        ('{"type":"chat","room":"lobby"}', "bad_frame"),
+        ('{"type":"join","room":"no spaces"}', "bad_room"),
+        (json.dumps({"type": "chat", "room": "lobby", "text": "x" * 4001}), "too_large"),
+        ('{"type":"chat","room":"elsewhere","text":"hi"}', "not_joined"),
+    ]
+    for raw, code in cases:
+        await ann.send_raw(raw)
+        error = await ann.next_of("error")
+        assert error["code"] == code, raw[:40]
+        assert error["reason"]
+    await ann.send_raw(b"\x00binary")
+    assert (await ann.next_of("error"))["code"] == "bad_frame"
+    assert await say(ann, "lobby", "still works")
+
+
+async def test_frame_over_16k_closes_1009(pinned: Pinned) -> None:
+    _, ann = await pinned(unique("ann"), 1)
+    await ann.send_raw("x" * (16 * 1024 + 1))
+    assert await ann.closed() == 1009
+
+
+async def test_logout_closes_sockets_on_every_instance(pinned: Pinned, stack: Stack) -> None:
+    name = unique("ann")
+    http, first = await pinned(name, 1)
+    http.cookies["chatfleet_server"] = "chat2"
+    second = await ChatSocket.connect(http)
+    await second.next_of("hello")
+    await http.logout()
+    assert await first.closed() == 4401
+    assert await second.closed() == 4401

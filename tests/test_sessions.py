@@ -1,0 +1,82 @@
+"""The hand-written session store against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from sessions import SessionStore
+from tests.conftest import unique
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def store(redis: Redis) -> SessionStore:
+    return SessionStore(redis, prefix=unique("t") + ":", idle_ttl=100)
+
+
+async def test_create_and_read(store: SessionStore) -> None:
+    sid = await store.regenerate(None, {"user": "ann"})
+    assert len(sid) >= 43  # 256 bits, URL-safe base64
+    assert await store.get(sid) == {"user": "ann"}
+    assert await store.get(sid + "x") is None
+
+
+async def test_ids_are_distinct(store: SessionStore) -> None:
+    ids = {await store.regenerate(None, {}) for _ in range(200)}
+    assert len(ids) == 200
+
+
+async def test_expiry_slides_on_read(store: SessionStore, redis: Redis) -> None:
+    sid = await store.regenerate(None, {"user": "ann"})
+    await redis.expire(store.key(sid), 5)
+    assert await redis.ttl(store.key(sid)) <= 5
+    await store.get(sid)
+    assert await redis.ttl(store.key(sid)) > 90
+
+
+async def test_idle_session_expires(redis: Redis) -> None:
+    """Left alone for its idle TTL, a session is gone (polled without touching it)."""
+    short = SessionStore(redis, prefix=unique("t") + ":", idle_ttl=1)
+    sid = await short.regenerate(None, {"user": "ann"})
+    assert 0 < await redis.pttl(short.key(sid)) <= 1000
+    for _ in range(100):
+        if not await redis.exists(short.key(sid)):
+            break
+        await asyncio.sleep(0.05)
+    assert await short.get(sid) is None
+
+
+async def test_regenerate_moves_data_and_kills_old_id(store: SessionStore, redis: Redis) -> None:
+    old = await store.regenerate(None, {"user": "ann", "login": "L"})
+    new = await store.regenerate(old, {"user": "ann", "login": "L"})
+    assert new != old
+    assert await store.get(old) is None
+    assert await store.get(new) == {"user": "ann", "login": "L"}
+    assert await redis.exists(store.key(old)) == 0
+
+
+async def test_regenerate_is_atomic_under_concurrency(store: SessionStore, redis: Redis) -> None:
+    """Many regenerations racing from one id: exactly the new ids exist, never the old."""
+    old = await store.regenerate(None, {"user": "ann"})
+    news = await asyncio.gather(*(store.regenerate(old, {"user": "ann"}) for _ in range(20)))
+    assert await store.get(old) is None
+    for sid in news:
+        assert await store.get(sid) == {"user": "ann"}
+
+
+async def test_save_and_destroy(store: SessionStore) -> None:
+    sid = await store.regenerate(None, {"user": "ann"})
+    await store.save(sid, {"user": "ann", "rooms": ["lobby"]})
+    assert await store.get(sid) == {"user": "ann", "rooms": ["lobby"]}
+    await store.destroy(sid)
+    assert await store.get(sid) is None
