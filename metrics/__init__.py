@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
+def _render(name: str, help_text: str, kind: str, value: float) -> str:
+    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n{name} {value}\n"
+
+
 class Counter:
     """A value that only goes up (reset by a process restart)."""
 
@@ -21,7 +25,7 @@ class Counter:
         self.value += amount
 
     def render(self) -> str:
-        return f"# HELP {self.name} {self.help}\n# TYPE {self.name} counter\n{self.name} {self.value}\n"
+        return _render(self.name, self.help, "counter", self.value)
 
 
 class Gauge:
@@ -33,7 +37,7 @@ class Gauge:
         self.read = read
 
     def render(self) -> str:
-        return f"# HELP {self.name} {self.help}\n# TYPE {self.name} gauge\n{self.name} {self.read()}\n"
+        return _render(self.name, self.help, "gauge", self.read())
 
 
 _registry: dict[str, Counter | Gauge] = {}

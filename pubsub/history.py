@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -25,6 +26,7 @@ class Entry:
 
 
 def _entry(room: str, raw_id: bytes | str, fields: dict[bytes, bytes]) -> Entry:
+    """One stream row as a ready-to-send `chat` frame."""
     msg_id = as_str(raw_id)
     user = as_str(fields.get(b"user", b""))
     text = as_str(fields.get(b"text", b""))
@@ -39,14 +41,14 @@ class History:
         self.keys = keys
 
     async def recent(self, room: str, count: int = RECENT_ON_JOIN) -> list[Entry]:
-        rows = await self.redis.xrevrange(self.keys.stream(room), count=count)
+        rows: Any = await self.redis.xrevrange(self.keys.stream(room), count=count)
         return [_entry(room, raw_id, fields) for raw_id, fields in reversed(rows)]
 
     async def after(self, room: str, after: StreamId) -> AsyncIterator[list[Entry]]:
         """Every stored message after `after`, oldest first, a page at a time."""
         cursor = after
         while True:
-            rows = await self.redis.xrange(
+            rows: Any = await self.redis.xrange(
                 self.keys.stream(room), min=f"({format_id(cursor)}", count=REPLAY_PAGE
             )
             if not rows:

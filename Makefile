@@ -1,0 +1,46 @@
+# chatfleet: `make run` starts the whole stack, `make test` runs every test.
+# Both install what is missing first: Debian packages (apt-get, as root) and
+# Python packages (into .venv).
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-server haproxy=haproxy
+TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium
+
+.PHONY: run test lint failover bench system-run system-test clean
+
+run: system-run $(STAMP)
+	$(PY) -m stack.run
+
+test: system-test $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+# The default failover drill (issue: survive losing a process).
+failover: system-run $(STAMP)
+	$(PY) -m bench.failover
+
+system-run:
+	@stack/ensure-packages.sh $(RUN_PACKAGES)
+
+system-test:
+	@stack/ensure-packages.sh $(TEST_PACKAGES)
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): setup.cfg pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf var test-artifacts .pytest_cache .mypy_cache .ruff_cache
