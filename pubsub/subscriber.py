@@ -81,6 +81,7 @@ class Subscriber:
         self.connected = False
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._pubsub: PubSub | None = None
+        self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_canary = time.monotonic()
 
@@ -104,22 +105,24 @@ class Subscriber:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(name, []).append(waiter)
-        if self.connected and self._pubsub is not None:
-            try:
-                await self._pubsub.subscribe(name)
-            except (RedisError, OSError):
-                REDIS_ERRORS.inc()  # the reader rebuilds and subscribes every wanted channel
+        await self._send("subscribe", name)
         await asyncio.wait_for(waiter, SUBSCRIBE_TIMEOUT_SECONDS)
 
     async def unsubscribe(self, channel: str) -> None:
         name = channel.encode()
         self.wanted.discard(name)
         self.confirmed.discard(name)
-        if self.connected and self._pubsub is not None:
+        await self._send("unsubscribe", name)
+
+    async def _send(self, command: str, name: bytes) -> None:
+        """(Un)subscribe on the live connection; if there is none, the reader will."""
+        async with self._lock:
+            if not self.connected or self._pubsub is None:
+                return
             try:
-                await self._pubsub.unsubscribe(name)
+                await getattr(self._pubsub, command)(name)
             except (RedisError, OSError):
-                REDIS_ERRORS.inc()
+                REDIS_ERRORS.inc()  # the reader rebuilds and subscribes every wanted channel
 
     async def _run(self) -> None:
         backoff = BACKOFF_FIRST_SECONDS
@@ -145,10 +148,13 @@ class Subscriber:
             backoff = min(backoff * 2, BACKOFF_CAP_SECONDS)
 
     async def _connect(self) -> None:
-        self._pubsub = self.redis.pubsub()
-        await self._pubsub.subscribe(*self.wanted)
-        self.connected = True
-        self._last_canary = time.monotonic()
+        # One command at a time on the connection: redis-py's PubSub makes its
+        # connection on first use, and two first uses at once would make two.
+        async with self._lock:
+            self._pubsub = self.redis.pubsub()
+            await self._pubsub.subscribe(*self.wanted)
+            self.connected = True
+            self._last_canary = time.monotonic()
 
     async def _read_forever(self) -> None:
         assert self._pubsub is not None

@@ -41,6 +41,7 @@
     outbox: load(OUTBOX_KEY, []),      // [{cid, room, text}], oldest first
     online: false,
     retryTimer: null,
+    probedTwice: false,
   };
 
   // Stream ids are "<ms>-<seq>"; both parts fit a double exactly.
@@ -188,9 +189,17 @@
       return;
     }
     if (probe.status === 401) {
+      // Another tab may have just regenerated the shared session cookie while
+      // our probe carried the old one: ask once more before giving up.
+      if (!state.probedTwice) {
+        state.probedTwice = true;
+        scheduleReconnect(200);
+        return;
+      }
       location.assign("/");  // the session is gone: the server shows the login page
       return;
     }
+    state.probedTwice = false;
     if (!probe.ok) {
       scheduleReconnect();
       return;
