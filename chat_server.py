@@ -24,7 +24,8 @@ from tornado.options import define, options, parse_command_line
 
 from handlers import ROUTES, close_all_draining
 from handlers.frames import MAX_TEXT_CHARS
-from pubsub import ChatBus, Keys
+from handlers.limits import SocketLimits
+from pubsub import ChatBus, Keys, RateLimit
 from pubsub.publish import DEFAULT_STREAM_MAXLEN
 from sessions import DEFAULT_IDLE_TTL_SECONDS, SessionStore
 
@@ -50,6 +51,16 @@ define("allowed_origins", default=os.environ.get("CHAT_ALLOWED_ORIGINS", ""),
 define("stream_maxlen", default=int(os.environ.get("CHAT_STREAM_MAXLEN", DEFAULT_STREAM_MAXLEN)),
        type=int, help="messages kept per room (approximate)")
 define("max_text_chars", default=MAX_TEXT_CHARS, type=int, help="longest chat text")
+define("rate_limit", default=int(os.environ.get("CHAT_RATE_LIMIT", RateLimit.per_window)), type=int,
+       help="chat messages per user per 10 s, over all instances (0: no limit, for benchmarks)")
+define("rate_burst", default=int(os.environ.get("CHAT_RATE_BURST", RateLimit.burst)), type=int,
+       help="messages a user may send at once before the rate applies")
+define("max_rooms_per_socket", default=SocketLimits.max_rooms_per_socket, type=int,
+       help="rooms one WebSocket may join")
+define("max_sockets_per_user", default=SocketLimits.max_sockets_per_user, type=int,
+       help="WebSockets one user may hold open on one instance")
+define("slow_consumer_bytes", default=SocketLimits.slow_consumer_bytes, type=int,
+       help="unsent bytes after which a socket that stopped reading is cut off")
 define("max_frame_bytes", default=16 * 1024, type=int, help="largest WebSocket frame (close 1009)")
 define("drain_wait", default=3.0, type=float,
        help="seconds between /healthz turning 503 and closing sockets (HAProxy: fall 2 x inter 1s)")
@@ -122,7 +133,12 @@ def make_app(
         "template_path": str(HERE / "templates"),
         "static_path": str(HERE / "static"),
         "allowed_origins": allowed,
-        "max_text_chars": options.max_text_chars,
+        "limits": SocketLimits(
+            max_text_chars=options.max_text_chars,
+            max_rooms_per_socket=options.max_rooms_per_socket,
+            max_sockets_per_user=options.max_sockets_per_user,
+            slow_consumer_bytes=options.slow_consumer_bytes,
+        ),
         "websocket_max_message_size": options.max_frame_bytes,
         "websocket_ping_interval": WEBSOCKET_PING_INTERVAL_SECONDS,
         "websocket_ping_timeout": WEBSOCKET_PING_TIMEOUT_SECONDS,
@@ -142,7 +158,8 @@ async def main() -> None:
 
     redis = connect_redis(options.redis_url)
     keys = Keys(options.key_prefix)
-    bus = ChatBus(redis, instance, keys, options.stream_maxlen)
+    rate = RateLimit(per_window=options.rate_limit, burst=options.rate_burst)
+    bus = ChatBus(redis, instance, keys, options.stream_maxlen, rate)
     sessions = SessionStore(redis, options.key_prefix, options.session_idle_ttl)
     draining = asyncio.Event()
     app = make_app(bus, sessions, secret, instance, draining)

@@ -61,11 +61,16 @@ class BaseHandler(SessionMixin, tornado.web.RequestHandler):
         value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            return  # an answer we chose (400, 403 …), already in the access log
         if isinstance(value, RedisError | OSError):
             log.warning("Redis unavailable for %s %s: %s", self.request.method,
                         self.request.path, type(value).__name__)
             return
-        super().log_exception(typ, value, tb)
+        # Method and path only: Tornado's default would log the whole request,
+        # cookies (session ids) included.
+        log.error("error in %s %s", self.request.method, self.request.path,
+                  exc_info=(typ, value, tb) if typ and value else None)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import urllib.parse
+from collections import Counter
 from typing import Any
 
 import tornado.web
 import tornado.websocket
 from redis.exceptions import RedisError
+from tornado.iostream import StreamBufferFullError
 
 import metrics
 from handlers.base import set_security_headers
 from handlers.frames import Chat, FrameError, Join, Leave, parse_frame
+from handlers.limits import SocketLimits
 from pubsub import ChatBus, StreamId, frame, parse_id
 from sessions import SessionMixin
 
@@ -22,12 +26,18 @@ log = logging.getLogger(__name__)
 LOBBY = "lobby"
 
 # Close codes (PROTOCOL.md).
+CLOSE_POLICY = 1008
 CLOSE_DRAINING = 1012
 CLOSE_SESSION_ENDED = 4401
 
 FRAMES_IN = metrics.counter("chat_frames_in_total", "Frames received from clients")
 FRAMES_REFUSED = metrics.counter("chat_frames_refused_total", "Client frames answered with error")
+SLOW_CONSUMERS = metrics.counter(
+    "chat_slow_consumers_total", "Sockets cut off because they stopped reading"
+)
+ABUSERS = metrics.counter("chat_abuse_closes_total", "Sockets closed with 1008 for abuse")
 OPEN_SOCKETS: set[ChatSocketHandler] = set()
+SOCKETS_BY_USER: Counter[str] = Counter()
 metrics.gauge("chat_open_sockets", "WebSockets open on this instance", lambda: len(OPEN_SOCKETS))
 
 
@@ -36,6 +46,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
 
     user: str
     login_id: str
+    strikes: list[float]
 
     def set_default_headers(self) -> None:
         set_security_headers(self)
@@ -74,8 +85,21 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         bus: ChatBus = self.settings["bus"]
         return bus
 
+    @property
+    def limits(self) -> SocketLimits:
+        limits: SocketLimits = self.settings["limits"]
+        return limits
+
     async def open(self, *args: str, **kwargs: str) -> None:
+        if SOCKETS_BY_USER[self.user] >= self.limits.max_sockets_per_user:
+            self.close(CLOSE_POLICY, "too many connections for this user")
+            return
+        SOCKETS_BY_USER[self.user] += 1
         OPEN_SOCKETS.add(self)
+        self.strikes = []
+        stream = self.ws_connection.stream if self.ws_connection is not None else None
+        if stream is not None:
+            stream.max_write_buffer_size = self.limits.slow_consumer_bytes
         self.bus.attach(self)
         self.send_frame(frame("hello", user=self.user, instance=self.settings["instance"]))
         # `/ws?after=ID` resumes the lobby from ID, like a join frame's `after`,
@@ -93,11 +117,11 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     async def on_message(self, message: str | bytes) -> None:
         FRAMES_IN.inc()
         try:
-            parsed = parse_frame(message, self.settings["max_text_chars"])
+            parsed = parse_frame(message, self.limits.max_text_chars)
             if isinstance(parsed, Chat):
                 await self._chat(parsed)
             elif isinstance(parsed, Join):
-                await self.bus.join(self, parsed.room, parsed.after)
+                await self._join(parsed)
             elif isinstance(parsed, Leave):
                 await self.bus.leave(self, parsed.room)
         except FrameError as error:
@@ -105,12 +129,33 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         except (RedisError, OSError, TimeoutError):
             self._refuse("unavailable", "nothing was stored; resend later with the same cid")
 
+    async def _join(self, join: Join) -> None:
+        rooms = self.bus.fanout.rooms_of(self)
+        if join.room not in rooms and len(rooms) >= self.limits.max_rooms_per_socket:
+            raise FrameError(
+                "bad_room", f"at most {self.limits.max_rooms_per_socket} rooms per connection"
+            )
+        await self.bus.join(self, join.room, join.after)
+
     async def _chat(self, chat: Chat) -> None:
         if not self.bus.is_member(self, chat.room):
             raise FrameError("not_joined", "join the room before writing to it")
         published = await self.bus.publish(chat.room, self.user, chat.text, chat.cid)
+        if published.rate_limited:
+            self._strike()
+            raise FrameError("rate_limited", "too many messages; slow down and resend")
         if chat.cid:
             self.send_frame(frame("ack", cid=chat.cid, id=published.id))
+
+    def _strike(self) -> None:
+        """Count a rate refusal; sustained abuse closes the socket (1008)."""
+        now = time.monotonic()
+        window = self.limits.abuse_window_seconds
+        self.strikes = [t for t in self.strikes if now - t < window]
+        self.strikes.append(now)
+        if len(self.strikes) >= self.limits.abuse_strikes:
+            ABUSERS.inc()
+            self.close(CLOSE_POLICY, "too many messages")
 
     def _refuse(self, code: str, reason: str) -> None:
         FRAMES_REFUSED.inc()
@@ -122,6 +167,13 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             self.write_message(text)
         except tornado.websocket.WebSocketClosedError:
             pass
+        except StreamBufferFullError:
+            # A slow consumer: drop the connection (no close frame fits in a
+            # full buffer). The client resumes from history when it returns.
+            SLOW_CONSUMERS.inc()
+            stream = self.ws_connection.stream if self.ws_connection is not None else None
+            if stream is not None:
+                stream.close()
 
     def end_session(self) -> None:
         self.close(CLOSE_SESSION_ENDED, "session ended")
@@ -130,6 +182,9 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         if self not in OPEN_SOCKETS:
             return
         OPEN_SOCKETS.discard(self)
+        SOCKETS_BY_USER[self.user] -= 1
+        if SOCKETS_BY_USER[self.user] <= 0:
+            del SOCKETS_BY_USER[self.user]
         task = asyncio.get_running_loop().create_task(self.bus.detach(self))
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)

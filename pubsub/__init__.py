@@ -3,6 +3,6 @@
 from pubsub.bus import ChatBus, Socket
 from pubsub.codec import StreamId, frame, parse_id
 from pubsub.keys import Keys
-from pubsub.publish import Published
+from pubsub.publish import Published, RateLimit
 
-__all__ = ["ChatBus", "Keys", "Published", "Socket", "StreamId", "frame", "parse_id"]
+__all__ = ["ChatBus", "Keys", "Published", "RateLimit", "Socket", "StreamId", "frame", "parse_id"]

@@ -21,7 +21,7 @@ from pubsub.fanout import Fanout, Member
 from pubsub.history import History
 from pubsub.keys import Keys
 from pubsub.presence import PRESENCE_REFRESH_SECONDS, Presence
-from pubsub.publish import DEFAULT_STREAM_MAXLEN, Published, Publisher
+from pubsub.publish import DEFAULT_STREAM_MAXLEN, Published, Publisher, RateLimit
 from pubsub.subscriber import REDIS_ERRORS, Subscriber
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,12 @@ class ChatBus:
         instance: str,
         keys: Keys | None = None,
         stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+        rate: RateLimit | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys or Keys()
         self.instance = instance
-        self.publisher = Publisher(redis, self.keys, stream_maxlen)
+        self.publisher = Publisher(redis, self.keys, stream_maxlen, rate)
         self.history = History(redis, self.keys)
         self.presence = Presence(redis, self.keys, instance)
         self.fanout = Fanout()
@@ -175,7 +176,7 @@ class ChatBus:
 
     async def publish(self, room: str, user: str, text: str, cid: str = "") -> Published:
         published = await self.publisher.publish(room, user, text, cid)
-        if not published.duplicate:
+        if not (published.duplicate or published.rate_limited):
             PUBLISHES.inc()
         return published
 

@@ -30,6 +30,13 @@ class Keys:
     def presence_of(self, room: str, user: str) -> str:
         return f"{self.prefix}chat:{{{room}}}:presence:{user}"
 
+    def rate(self, user: str) -> str:
+        """A user's chat rate bucket, shared by every room and instance.
+
+        Not room-tagged on purpose: a flood spread over rooms must not help.
+        """
+        return f"{self.prefix}rate:{{{user}}}"
+
     def control_channel(self) -> str:
         """Cluster-wide orders to every instance (end a session's sockets)."""
         return f"{self.prefix}chat:control"

@@ -1,4 +1,4 @@
-"""Publishing a chat message: one Redis round trip, once per `cid`."""
+"""Publishing a chat message: one Redis round trip, once per `cid`, within the user's rate."""
 
 from __future__ import annotations
 
@@ -17,14 +17,52 @@ DEFAULT_STREAM_MAXLEN = 10_000
 # again and not published twice.
 CID_DEDUPE_SECONDS = 600
 
-# KEYS: stream, dedupe key, live channel (all tagged with the room).
-# ARGV: room, user, text, maxlen, cid ('' for none), dedupe seconds.
-# Returns {id, 1 if this cid was already published}.
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket per user, kept in Redis so every instance shares it.
+
+    PROTOCOL.md: 20 chat frames per user per 10 s, short bursts allowed. The
+    bucket refills `per_window / window_seconds` tokens a second and holds at
+    most `burst`. `per_window = 0` switches the limit off (benchmarks).
+    """
+
+    per_window: int = 20
+    window_seconds: float = 10.0
+    burst: int = 10
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_window > 0
+
+    @property
+    def tokens_per_ms(self) -> float:
+        return self.per_window / (self.window_seconds * 1000)
+
+
+# KEYS: stream, dedupe key, live channel (all tagged with the room), rate bucket.
+# ARGV: room, user, text, maxlen, cid ('' for none), dedupe seconds,
+#       burst (0: no limit), tokens per ms.
+# Returns {id, status}: status 0 published, 1 repeat of a published cid,
+# 2 refused by the rate limit (id is '').
 _PUBLISH_LUA = """
 local cid = ARGV[5]
 if cid ~= '' then
   local seen = redis.call('GET', KEYS[2])
   if seen then return {seen, 1} end
+end
+local burst = tonumber(ARGV[7])
+if burst > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local rate = tonumber(ARGV[8])
+  local bucket = redis.call('HMGET', KEYS[4], 'tokens', 'at')
+  local tokens = tonumber(bucket[1]) or burst
+  local at = tonumber(bucket[2]) or now
+  tokens = math.min(burst, tokens + (now - at) * rate)
+  if tokens < 1 then return {'', 2} end
+  redis.call('HSET', KEYS[4], 'tokens', tokens - 1, 'at', now)
+  redis.call('PEXPIRE', KEYS[4], math.ceil(burst / rate) + 1000)
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
                       'user', ARGV[2], 'text', ARGV[3])
@@ -34,25 +72,40 @@ if cid ~= '' then redis.call('SET', KEYS[2], id, 'EX', ARGV[6]) end
 return {id, 0}
 """
 
+PUBLISHED, REPEAT, RATE_LIMITED = 0, 1, 2
+
 
 @dataclass(frozen=True)
 class Published:
     id: str
-    duplicate: bool
+    duplicate: bool = False
+    rate_limited: bool = False
 
 
 class Publisher:
     """Stores a message in its room's stream and publishes it live, atomically."""
 
-    def __init__(self, redis: Redis, keys: Keys, maxlen: int = DEFAULT_STREAM_MAXLEN) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        maxlen: int = DEFAULT_STREAM_MAXLEN,
+        rate: RateLimit | None = None,
+    ) -> None:
         self.keys = keys
         self.maxlen = maxlen
+        self.rate = rate or RateLimit()
         self._script = redis.register_script(_PUBLISH_LUA)
 
     async def publish(self, room: str, user: str, text: str, cid: str = "") -> Published:
         k = self.keys
+        burst = self.rate.burst if self.rate.enabled else 0
         reply = await self._script(
-            keys=[k.stream(room), k.dedupe(room, cid), k.channel(room)],
-            args=[room, user, text, self.maxlen, cid, CID_DEDUPE_SECONDS],
+            keys=[k.stream(room), k.dedupe(room, cid), k.channel(room), k.rate(user)],
+            args=[room, user, text, self.maxlen, cid, CID_DEDUPE_SECONDS,
+                  burst, self.rate.tokens_per_ms if burst else 0],
         )
-        return Published(id=as_str(reply[0]), duplicate=bool(int(reply[1])))
+        status = int(reply[1])
+        return Published(
+            id=as_str(reply[0]), duplicate=status == REPEAT, rate_limited=status == RATE_LIMITED
+        )

@@ -123,12 +123,34 @@ async def test_join_after_replays_exactly_what_was_missed(pinned: Pinned, stack:
 
 async def test_join_without_after_gets_last_50_in_order(pinned: Pinned) -> None:
     room = unique("r")
-    _, ann = await pinned(unique("ann"), 1)
-    await join(ann, room)
-    ids = [await say(ann, room, f"m{i}") for i in range(55)]
-    _, bob = await pinned(unique("bob"), 2)
-    replayed = await join(bob, room)
+    ids = []
+    for writer in range(6):  # 6 writers x 10: within each user's burst allowance
+        _, sock = await pinned(unique(f"w{writer}"), 1 + writer % 2)
+        await join(sock, room)
+        ids += [await say(sock, room, f"w{writer} m{i}") for i in range(10)]
+    _, reader = await pinned(unique("bob"), 2)
+    replayed = await join(reader, room)
     assert [f["id"] for f in replayed] == ids[-50:]
+
+
+async def test_rate_limit_is_per_user_across_instances_then_1008(pinned: Pinned) -> None:
+    """A flood split over two instances still meets one bucket; keeping on closes 1008."""
+    name = unique("spam")
+    _, one = await pinned(name, 1)
+    _, two = await pinned(name, 2)
+    refusals = 0
+    for i in range(12):
+        for n, sock in enumerate((one, two)):
+            await sock.send({"type": "chat", "room": "lobby", "text": "flood", "cid": f"f{n}-{i}"})
+    for sock in (one, two):
+        for _ in range(12):
+            answer = await sock.next(lambda f: f["type"] in ("ack", "error"))
+            refusals += answer["type"] == "error" and answer["code"] == "rate_limited"
+    assert refusals >= 24 - 10 - 3  # burst of 10, plus the trickle refilled meanwhile
+    # Sustained abuse on one socket: closed with 1008.
+    for _ in range(40):
+        await one.send_raw(json.dumps({"type": "chat", "room": "lobby", "text": "x"}))
+    assert await one.closed() == 1008
 
 
 async def test_lobby_resume_by_url(pinned: Pinned) -> None:
@@ -187,7 +209,7 @@ async def test_leave_stops_delivery(pinned: Pinned) -> None:
     after = await say(bob, room, "after ann left")
     lobby_mark = await say(bob, "lobby", "lobby mark")
     await ann.next_of("chat", room="lobby", id=lobby_mark)
-    assert not any(f.get("id") == after for f in ann.frames)
+    assert not any(f.get("id") == after for f in ann.frames), ann.frames
 
 
 async def test_bad_frames_get_errors_and_socket_stays_open(pinned: Pinned) -> None:

@@ -1,0 +1,24 @@
+"""Per-socket and per-user limits of the WebSocket (README: Security)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from handlers.frames import MAX_TEXT_CHARS
+
+
+@dataclass(frozen=True)
+class SocketLimits:
+    # PROTOCOL.md: longer text gets `error too_large`, the socket stays open.
+    max_text_chars: int = MAX_TEXT_CHARS
+    # One socket following more rooms than a person can read is a scraper.
+    max_rooms_per_socket: int = 20
+    # Tabs and devices of one user on one instance; more is a script.
+    max_sockets_per_user: int = 20
+    # Refusals for rate within ABUSE_WINDOW before the socket is closed (1008).
+    abuse_strikes: int = 30
+    abuse_window_seconds: float = 60.0
+    # Queued-but-unsent bytes of a socket that stopped reading. Past this it
+    # is cut off (it resumes from history when it comes back), so one stalled
+    # reader never holds the process's memory or slows the others.
+    slow_consumer_bytes: int = 512 * 1024
