@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from tornado.options import define, options, parse_command_line
 
-from handlers import ROUTES, close_all_draining
+from handlers import ROUTES, close_all_draining, watch_sessions
 from handlers.frames import MAX_TEXT_CHARS
 from handlers.limits import SocketLimits
 from pubsub import ChatBus, Keys, RateLimit
@@ -31,6 +31,21 @@ from sessions import DEFAULT_IDLE_TTL_SECONDS, SessionStore
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("chatfleet")
+
+# An idle-expired or destroyed session closes its sockets within this long
+# (and at once on their next join).
+SESSION_CHECK_SECONDS = 120.0
+
+# Keep-alive pings find dead peers (a laptop closed mid-chat) and keep idle
+# proxies from cutting the tunnel; the timeout gives a slow network two tries.
+WEBSOCKET_PING_INTERVAL_SECONDS = 25
+WEBSOCKET_PING_TIMEOUT_SECONDS = 60
+
+# Redis calls fail fast so a user gets `unavailable` or a 503 quickly, after
+# two quick retries that hide a single dropped connection.
+REDIS_SOCKET_TIMEOUT_SECONDS = 5
+REDIS_CONNECT_TIMEOUT_SECONDS = 2
+
 
 define("port", default=8001, type=int, help="port to listen on")
 define("port_base", default=0, type=int,
@@ -62,21 +77,13 @@ define("max_sockets_per_user", default=SocketLimits.max_sockets_per_user, type=i
 define("slow_consumer_bytes", default=SocketLimits.slow_consumer_bytes, type=int,
        help="unsent bytes after which a socket that stopped reading is cut off")
 define("max_frame_bytes", default=16 * 1024, type=int, help="largest WebSocket frame (close 1009)")
+define("session_check_interval",
+       default=float(os.environ.get("CHAT_SESSION_CHECK_SECONDS", SESSION_CHECK_SECONDS)),
+       type=float, help="seconds between checks that open sockets' sessions still exist")
 define("drain_wait", default=3.0, type=float,
        help="seconds between /healthz turning 503 and closing sockets (HAProxy: fall 2 x inter 1s)")
 define("drain_spread", default=3.0, type=float,
        help="seconds over which draining sockets are closed with 1012")
-
-# Keep-alive pings find dead peers (a laptop closed mid-chat) and keep idle
-# proxies from cutting the tunnel; the timeout gives a slow network two tries.
-WEBSOCKET_PING_INTERVAL_SECONDS = 25
-WEBSOCKET_PING_TIMEOUT_SECONDS = 60
-
-# Redis calls fail fast so a user gets `unavailable` or a 503 quickly, after
-# two quick retries that hide a single dropped connection.
-REDIS_SOCKET_TIMEOUT_SECONDS = 5
-REDIS_CONNECT_TIMEOUT_SECONDS = 2
-
 
 def cookie_secret() -> str | None:
     """CHAT_COOKIE_SECRET, else the shared secret file the stack made once."""
@@ -165,6 +172,7 @@ async def main() -> None:
     app = make_app(bus, sessions, secret, instance, draining)
 
     await bus.start()
+    watcher = asyncio.create_task(watch_sessions(sessions, options.session_check_interval))
     server = app.listen(port, options.address, xheaders=True)
     log.info("instance %s listening on %s:%d", instance, options.address, port)
 
@@ -181,6 +189,7 @@ async def main() -> None:
     await asyncio.sleep(options.drain_wait)
     await close_all_draining(options.drain_spread)
     server.stop()
+    watcher.cancel()
     await bus.stop()
     await redis.aclose()
     log.info("instance %s stopped", instance)

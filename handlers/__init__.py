@@ -6,7 +6,7 @@ from typing import Any
 
 from handlers.health import HealthHandler, MetricsHandler
 from handlers.pages import LoginHandler, LogoutHandler, MainHandler, SessionHandler
-from handlers.socket import ChatSocketHandler, close_all_draining
+from handlers.socket import ChatSocketHandler, close_all_draining, watch_sessions
 
 ROUTES: list[tuple[str, Any]] = [
     (r"/", MainHandler),
@@ -18,4 +18,4 @@ ROUTES: list[tuple[str, Any]] = [
     (r"/ws", ChatSocketHandler),
 ]
 
-__all__ = ["ROUTES", "close_all_draining"]
+__all__ = ["ROUTES", "close_all_draining", "watch_sessions"]

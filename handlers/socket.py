@@ -19,7 +19,7 @@ from handlers.base import set_security_headers
 from handlers.frames import Chat, FrameError, Join, Leave, parse_frame
 from handlers.limits import SocketLimits
 from pubsub import ChatBus, StreamId, frame, parse_id
-from sessions import SessionMixin
+from sessions import SessionMixin, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     user: str
     login_id: str
     strikes: list[float]
+    # Whether the user sent anything since the last session check: a user
+    # chatting in one tab for days is not idle.
+    active: bool
 
     def set_default_headers(self) -> None:
         set_security_headers(self)
@@ -97,6 +100,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         SOCKETS_BY_USER[self.user] += 1
         OPEN_SOCKETS.add(self)
         self.strikes = []
+        self.active = False
         stream = self.ws_connection.stream if self.ws_connection is not None else None
         if stream is not None:
             stream.max_write_buffer_size = self.limits.slow_consumer_bytes
@@ -116,6 +120,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
 
     async def on_message(self, message: str | bytes) -> None:
         FRAMES_IN.inc()
+        self.active = True
         try:
             parsed = parse_frame(message, self.limits.max_text_chars)
             if isinstance(parsed, Chat):
@@ -130,6 +135,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             self._refuse("unavailable", "nothing was stored; resend later with the same cid")
 
     async def _join(self, join: Join) -> None:
+        if not await self._session_alive():
+            return
         rooms = self.bus.fanout.rooms_of(self)
         if join.room not in rooms and len(rooms) >= self.limits.max_rooms_per_socket:
             raise FrameError(
@@ -146,6 +153,13 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             raise FrameError("rate_limited", "too many messages; slow down and resend")
         if chat.cid:
             self.send_frame(frame("ack", cid=chat.cid, id=published.id))
+
+    async def _session_alive(self) -> bool:
+        """Check the login behind this socket still has a session; end the socket if not."""
+        if self.login_id and not await self.session_store.login_alive(self.login_id):
+            self.end_session()
+            return False
+        return True
 
     def _strike(self) -> None:
         """Count a rate refusal; sustained abuse closes the socket (1008)."""
@@ -188,6 +202,25 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         task = asyncio.get_running_loop().create_task(self.bus.detach(self))
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
+
+
+async def watch_sessions(store: SessionStore, interval: float) -> None:
+    """Every `interval`, close the sockets whose login's session has ended (idle expiry)."""
+    while True:
+        await asyncio.sleep(interval)
+        by_login: dict[str, list[ChatSocketHandler]] = {}
+        for sock in OPEN_SOCKETS:
+            if sock.login_id:
+                by_login.setdefault(sock.login_id, []).append(sock)
+        try:
+            for login_id, socks in by_login.items():
+                alive = await store.login_alive(login_id, touch=any(s.active for s in socks))
+                for sock in socks:
+                    sock.active = False
+                    if not alive:
+                        sock.end_session()
+        except (RedisError, OSError):
+            log.warning("session check skipped: Redis unavailable")
 
 
 def _after_argument(value: str | None) -> StreamId | None:

@@ -64,7 +64,10 @@ class SessionMixin(_HandlerBase):
 
     async def destroy_session(self) -> None:
         if self.session_id:
-            await self.session_store.destroy(self.session_id)
+            login_id = self.session.get("login")
+            await self.session_store.destroy(
+                self.session_id, login_id if isinstance(login_id, str) else None
+            )
         self.session_id = None
         self.session = {}
         self.clear_cookie(SESSION_COOKIE, path="/")

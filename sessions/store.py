@@ -23,9 +23,12 @@ SESSION_ID_BYTES = 32
 
 # Move a session to a new id in one atomic step: the new key appears and the
 # old key disappears together, so no request ever sees both or neither.
+# KEYS[3], when given, is the login's pointer to its current session id: open
+# WebSockets follow a login across id regenerations through it.
 _REGENERATE_LUA = """
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 if KEYS[1] ~= KEYS[2] then redis.call('DEL', KEYS[1]) end
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2]) end
 return 1
 """
 
@@ -50,6 +53,9 @@ class SessionStore:
     def key(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"
 
+    def login_key(self, login_id: str) -> str:
+        return f"{self.prefix}login:{login_id}"
+
     async def get(self, session_id: str) -> SessionData | None:
         """The session's data, or None; a hit slides the idle expiry."""
         raw = await self.redis.getex(self.key(session_id), ex=self.idle_ttl)
@@ -65,10 +71,32 @@ class SessionStore:
         """Store `data` under a fresh id and delete `old_id`, atomically."""
         new_id = new_session_id()
         old_key = self.key(old_id) if old_id else self.key(new_id)
-        await self._regenerate(
-            keys=[old_key, self.key(new_id)], args=[msgpack.packb(data), self.idle_ttl]
-        )
+        keys = [old_key, self.key(new_id)]
+        login_id = data.get("login")
+        if isinstance(login_id, str):
+            keys.append(self.login_key(login_id))
+        await self._regenerate(keys=keys, args=[msgpack.packb(data), self.idle_ttl, new_id])
         return new_id
 
-    async def destroy(self, session_id: str) -> None:
-        await self.redis.delete(self.key(session_id))
+    async def destroy(self, session_id: str, login_id: str | None = None) -> None:
+        doomed = [self.key(session_id)]
+        if login_id:
+            doomed.append(self.login_key(login_id))
+        await self.redis.delete(*doomed)
+
+    async def login_alive(self, login_id: str, touch: bool = False) -> bool:
+        """Whether the login's current session still exists; `touch` slides its expiry.
+
+        Two single-key steps rather than a script, so it stays valid when
+        sessions spread over a Redis Cluster.
+        """
+        session_id = await self.redis.get(self.login_key(login_id))
+        if session_id is None:
+            return False
+        key = self.key(session_id.decode() if isinstance(session_id, bytes) else session_id)
+        if touch:
+            alive = await self.redis.getex(key, ex=self.idle_ttl) is not None
+            if alive:
+                await self.redis.expire(self.login_key(login_id), self.idle_ttl)
+            return alive
+        return bool(await self.redis.exists(key))

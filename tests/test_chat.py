@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import msgpack
 import pytest
+from redis.asyncio import Redis
 
 from chatclient import ChatSocket, HttpSession
 from stack.run import Stack
@@ -246,3 +248,20 @@ async def test_logout_closes_sockets_on_every_instance(pinned: Pinned, stack: St
     await http.logout()
     assert await first.closed() == 4401
     assert await second.closed() == 4401
+
+
+async def test_expired_session_closes_socket_on_next_join(pinned: Pinned, stack: Stack) -> None:
+    """An idle-expired session (its key gone from Redis) ends its sockets with 4401."""
+    name = unique("ann")
+    http, sock = await pinned(name, 1)
+    assert (await http.request("GET", "/session")).code == 200  # regenerated once more
+    redis = Redis.from_url(stack.settings.effective_redis_url)
+    deleted = 0
+    async for key in redis.scan_iter(match="session:*", count=1000):
+        data = await redis.get(key)
+        if data is not None and msgpack.unpackb(data).get("user") == name:
+            deleted += await redis.delete(key)
+    await redis.aclose()
+    assert deleted == 1  # exactly the live session: the old ids are already gone
+    await sock.send({"type": "join", "room": unique("r")})
+    assert await sock.closed() == 4401

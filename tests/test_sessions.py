@@ -80,3 +80,13 @@ async def test_save_and_destroy(store: SessionStore) -> None:
     assert await store.get(sid) == {"user": "ann", "rooms": ["lobby"]}
     await store.destroy(sid)
     assert await store.get(sid) is None
+
+
+async def test_login_follows_regenerations_until_destroyed(store: SessionStore) -> None:
+    first = await store.regenerate(None, {"user": "ann", "login": "L1"})
+    assert await store.login_alive("L1")
+    second = await store.regenerate(first, {"user": "ann", "login": "L1"})
+    assert await store.login_alive("L1", touch=True)
+    await store.destroy(second, "L1")
+    assert not await store.login_alive("L1")
+    assert not await store.login_alive("never-issued")
