@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from tornado.options import define, options, parse_command_line
 
-from handlers import ROUTES, close_all_draining, watch_sessions
+from handlers import ROUTES, close_all_draining, wait_detached, watch_sessions
 from handlers.frames import MAX_TEXT_CHARS
 from handlers.limits import SocketLimits
 from pubsub import ChatBus, Keys, RateLimit
@@ -37,14 +37,20 @@ log = logging.getLogger("chatfleet")
 SESSION_CHECK_SECONDS = 120.0
 
 # Keep-alive pings find dead peers (a laptop closed mid-chat) and keep idle
-# proxies from cutting the tunnel; the timeout gives a slow network two tries.
+# proxies from cutting the tunnel. Tornado needs the pong within the interval.
 WEBSOCKET_PING_INTERVAL_SECONDS = 25
-WEBSOCKET_PING_TIMEOUT_SECONDS = 60
+WEBSOCKET_PING_TIMEOUT_SECONDS = 20
 
 # Redis calls fail fast so a user gets `unavailable` or a 503 quickly, after
 # two quick retries that hide a single dropped connection.
 REDIS_SOCKET_TIMEOUT_SECONDS = 5
 REDIS_CONNECT_TIMEOUT_SECONDS = 2
+# When a dead instance's users all arrive here at once, requests queue for a
+# pooled connection (up to the wait) instead of failing with 503 at once.
+REDIS_MAX_CONNECTIONS = 100
+REDIS_POOL_WAIT_SECONDS = 2.0
+# Draining waits at most this long for closed sockets to leave their rooms.
+DETACH_WAIT_SECONDS = 5.0
 
 
 define("port", default=8001, type=int, help="port to listen on")
@@ -99,13 +105,16 @@ def cookie_secret() -> str | None:
 
 def connect_redis(url: str) -> Redis:
     retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT_SECONDS,
         socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
         retry=retry,
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    return Redis(connection_pool=pool)
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -188,6 +197,7 @@ async def main() -> None:
     draining.set()
     await asyncio.sleep(options.drain_wait)
     await close_all_draining(options.drain_spread)
+    await wait_detached(DETACH_WAIT_SECONDS)
     server.stop()
     watcher.cancel()
     await bus.stop()

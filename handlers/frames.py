@@ -11,6 +11,9 @@ from pubsub import StreamId, parse_id
 # PROTOCOL.md defaults.
 MAX_TEXT_CHARS = 4000
 MAX_CID_CHARS = 64
+# A history page: what a scroll-up asks for by default, and the most it may.
+HISTORY_PAGE = 50
+HISTORY_PAGE_MAX = 100
 
 
 class FrameError(Exception):
@@ -40,7 +43,19 @@ class Chat:
     cid: str
 
 
-ClientFrame = Join | Leave | Chat
+@dataclass(frozen=True)
+class History:
+    room: str
+    before: StreamId | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class Typing:
+    room: str
+
+
+ClientFrame = Join | Leave | Chat | History | Typing
 
 
 def _room(obj: dict[str, object]) -> str:
@@ -52,16 +67,24 @@ def _room(obj: dict[str, object]) -> str:
     return room
 
 
-def _after(obj: dict[str, object]) -> StreamId | None:
-    after = obj.get("after")
-    if after is None:
+def _message_id(obj: dict[str, object], name: str) -> StreamId | None:
+    value = obj.get(name)
+    if value is None:
         return None
-    if not isinstance(after, str) or len(after) > 41:
-        raise FrameError("bad_frame", "'after' must be a message id string")
+    if not isinstance(value, str):
+        raise FrameError("bad_frame", f"'{name}' must be a message id string")
     try:
-        return parse_id(after)
+        return parse_id(value)
     except ValueError:
-        raise FrameError("bad_frame", "'after' is not a message id") from None
+        raise FrameError("bad_frame", f"'{name}' is not a message id") from None
+
+
+def _history(obj: dict[str, object]) -> History:
+    limit = obj.get("limit", HISTORY_PAGE)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise FrameError("bad_frame", "'limit' must be a positive whole number")
+    return History(room=_room(obj), before=_message_id(obj, "before"),
+                   limit=min(limit, HISTORY_PAGE_MAX))
 
 
 def _chat(obj: dict[str, object], max_text: int) -> Chat:
@@ -95,7 +118,11 @@ def parse_frame(raw: str | bytes, max_text: int = MAX_TEXT_CHARS) -> ClientFrame
     if kind == "chat":
         return _chat(obj, max_text)
     if kind == "join":
-        return Join(room=_room(obj), after=_after(obj))
+        return Join(room=_room(obj), after=_message_id(obj, "after"))
     if kind == "leave":
         return Leave(room=_room(obj))
+    if kind == "history":
+        return _history(obj)
+    if kind == "typing":
+        return Typing(room=_room(obj))
     raise FrameError("bad_frame", "unknown frame type")

@@ -16,7 +16,7 @@ from tornado.iostream import StreamBufferFullError
 
 import metrics
 from handlers.base import set_security_headers
-from handlers.frames import Chat, FrameError, Join, Leave, parse_frame
+from handlers.frames import Chat, FrameError, History, Join, Leave, Typing, parse_frame
 from handlers.limits import SocketLimits
 from pubsub import ChatBus, StreamId, frame, parse_id
 from sessions import SessionMixin, SessionStore
@@ -29,6 +29,9 @@ LOBBY = "lobby"
 CLOSE_POLICY = 1008
 CLOSE_DRAINING = 1012
 CLOSE_SESSION_ENDED = 4401
+
+# A typing notice per user and room at most this often; more are dropped.
+TYPING_MIN_INTERVAL_SECONDS = 3.0
 
 FRAMES_IN = metrics.counter("chat_frames_in_total", "Frames received from clients")
 FRAMES_REFUSED = metrics.counter("chat_frames_refused_total", "Client frames answered with error")
@@ -47,6 +50,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     user: str
     login_id: str
     strikes: list[float]
+    last_typing: dict[str, float]
     # Whether the user sent anything since the last session check: a user
     # chatting in one tab for days is not idle.
     active: bool
@@ -60,6 +64,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         origin = self.request.headers.get("Origin")
         if origin is not None and not self.check_origin(origin):
             raise tornado.web.HTTPError(403)
+        if self.settings["draining"].is_set():
+            raise tornado.web.HTTPError(503)  # would only be closed again: go elsewhere
         try:
             await self.load_session()
         except (RedisError, OSError):
@@ -100,12 +106,20 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         SOCKETS_BY_USER[self.user] += 1
         OPEN_SOCKETS.add(self)
         self.strikes = []
+        self.last_typing = {}
         self.active = False
         stream = self.ws_connection.stream if self.ws_connection is not None else None
         if stream is not None:
             stream.max_write_buffer_size = self.limits.slow_consumer_bytes
         self.bus.attach(self)
-        self.send_frame(frame("hello", user=self.user, instance=self.settings["instance"]))
+        try:
+            rooms = await self.session_store.rooms(self.login_id) if self.login_id else []
+        except (RedisError, OSError):
+            rooms = []
+        # `rooms`: the rooms this login had joined besides the lobby, for the
+        # client to join again after a refresh.
+        self.send_frame(frame("hello", user=self.user, instance=self.settings["instance"],
+                              rooms=[r for r in rooms if r != LOBBY]))
         # `/ws?after=ID` resumes the lobby from ID, like a join frame's `after`,
         # so a reconnecting client gets the lobby gap-free without a second join.
         try:
@@ -129,6 +143,12 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
                 await self._join(parsed)
             elif isinstance(parsed, Leave):
                 await self.bus.leave(self, parsed.room)
+                if self.login_id:
+                    await self.session_store.remove_room(self.login_id, parsed.room)
+            elif isinstance(parsed, History):
+                await self._history(parsed)
+            elif isinstance(parsed, Typing):
+                await self._typing(parsed)
         except FrameError as error:
             self._refuse(error.code, error.reason)
         except (RedisError, OSError, TimeoutError):
@@ -143,6 +163,25 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
                 "bad_room", f"at most {self.limits.max_rooms_per_socket} rooms per connection"
             )
         await self.bus.join(self, join.room, join.after)
+        if self.login_id and join.room != LOBBY:
+            await self.session_store.add_room(self.login_id, join.room)
+
+    async def _history(self, request: History) -> None:
+        if not self.bus.is_member(self, request.room):
+            raise FrameError("not_joined", "join the room before reading its history")
+        page, more = await self.bus.history.before(request.room, request.before, request.limit)
+        # The messages are ready-made chat frames: splice them, do not re-encode.
+        head = frame("history", room=request.room, more=more)[:-1]
+        self.send_frame(head + ',"messages":[' + ",".join(e.frame for e in page) + "]}")
+
+    async def _typing(self, typing: Typing) -> None:
+        if not self.bus.is_member(self, typing.room):
+            raise FrameError("not_joined", "join the room first")
+        now = time.monotonic()
+        if now - self.last_typing.get(typing.room, 0.0) < TYPING_MIN_INTERVAL_SECONDS:
+            return
+        self.last_typing[typing.room] = now
+        await self.bus.publish_typing(typing.room, self.user)
 
     async def _chat(self, chat: Chat) -> None:
         if not self.bus.is_member(self, chat.room):
@@ -189,6 +228,10 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             if stream is not None:
                 stream.close()
 
+    def busy(self) -> bool:
+        stream = self.ws_connection.stream if self.ws_connection is not None else None
+        return stream is None or stream.writing()
+
     def end_session(self) -> None:
         self.close(CLOSE_SESSION_ENDED, "session ended")
 
@@ -234,6 +277,12 @@ def _after_argument(value: str | None) -> StreamId | None:
 
 # Detach tasks are kept referenced until done (asyncio holds tasks weakly).
 _BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+async def wait_detached(timeout: float) -> None:
+    """Let closed sockets finish leaving their rooms (presence) before the process exits."""
+    if _BACKGROUND:
+        await asyncio.wait(set(_BACKGROUND), timeout=timeout)
 
 
 async def close_all_draining(spread_seconds: float) -> None:

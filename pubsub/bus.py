@@ -180,6 +180,11 @@ class ChatBus:
             PUBLISHES.inc()
         return published
 
+    async def publish_typing(self, room: str, user: str) -> None:
+        """Tell the room `user` is typing: live only, never stored."""
+        payload = pack({"t": "typing", "room": room, "user": user})
+        await self.redis.publish(self.keys.channel(room), payload)
+
     # -- subscriber callbacks ---------------------------------------------
 
     def _on_message(self, channel: bytes, data: bytes) -> None:

@@ -31,6 +31,9 @@ class Member(Protocol):
     def send_frame(self, frame: str) -> None:
         """Queue one text frame; never blocks, never raises for a closed peer."""
 
+    def busy(self) -> bool:
+        """True while earlier frames are still unsent: skip what can be dropped."""
+
 
 @dataclass
 class Cursor:
@@ -96,6 +99,14 @@ class Fanout:
             key = parse_id(msg_id)
             text = chat_frame(msg_id, room, str(payload["user"]), str(payload["text"]))
             self.deliver_chat(members, key, text)
+        elif kind == "typing":
+            # Never stored, and the first thing dropped: only members that are
+            # keeping up get it, and never the typist.
+            user = str(payload["user"])
+            notice = frame("typing", room=room, user=user)
+            for member in list(members):
+                if member.user != user and not member.busy():
+                    member.send_frame(notice)
         elif kind in ("joined", "left"):
             notice = frame(str(kind), room=room, user=str(payload["user"]))
             for member in list(members):

@@ -44,6 +44,17 @@ class History:
         rows: Any = await self.redis.xrevrange(self.keys.stream(room), count=count)
         return [_entry(room, raw_id, fields) for raw_id, fields in reversed(rows)]
 
+    async def before(
+        self, room: str, before: StreamId | None, limit: int
+    ) -> tuple[list[Entry], bool]:
+        """Up to `limit` messages older than `before` (or the newest), oldest first;
+        and whether older ones remain."""
+        top = f"({format_id(before)}" if before is not None else "+"
+        rows: Any = await self.redis.xrevrange(self.keys.stream(room), max=top, count=limit + 1)
+        page = [_entry(room, raw_id, fields) for raw_id, fields in rows[:limit]]
+        page.reverse()
+        return page, len(rows) > limit
+
     async def after(self, room: str, after: StreamId) -> AsyncIterator[list[Entry]]:
         """Every stored message after `after`, oldest first, a page at a time."""
         cursor = after

@@ -81,8 +81,26 @@ class SessionStore:
     async def destroy(self, session_id: str, login_id: str | None = None) -> None:
         doomed = [self.key(session_id)]
         if login_id:
-            doomed.append(self.login_key(login_id))
+            doomed += [self.login_key(login_id), self.rooms_key(login_id)]
         await self.redis.delete(*doomed)
+
+    def rooms_key(self, login_id: str) -> str:
+        return f"{self.prefix}login:{login_id}:rooms"
+
+    async def rooms(self, login_id: str) -> list[str]:
+        """The rooms this login had joined, so a refresh or reconnect brings them back."""
+        members = await self.redis.smembers(self.rooms_key(login_id))
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    async def add_room(self, login_id: str, room: str) -> None:
+        key = self.rooms_key(login_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(key, room)
+            pipe.expire(key, self.idle_ttl)
+            await pipe.execute()
+
+    async def remove_room(self, login_id: str, room: str) -> None:
+        await self.redis.srem(self.rooms_key(login_id), room)
 
     async def login_alive(self, login_id: str, touch: bool = False) -> bool:
         """Whether the login's current session still exists; `touch` slides its expiry.

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 import metrics
-from pubsub import ChatBus, Keys
+from pubsub import ChatBus, Keys, RateLimit
 from tests.conftest import free_port, unique, wait_for_port
 
 WAIT = 20.0
@@ -35,6 +35,9 @@ class Collector:
     def send_frame(self, frame: str) -> None:
         self.raw.append(frame)
 
+    def busy(self) -> bool:
+        return False
+
     def chats(self, room: str) -> list[dict[str, object]]:
         frames = [json.loads(r) for r in self.raw]
         return [f for f in frames if f["type"] == "chat" and f["room"] == room]
@@ -42,7 +45,8 @@ class Collector:
     async def wait_chats(self, room: str, count: int) -> list[dict[str, object]]:
         deadline = time.monotonic() + WAIT
         while len(self.chats(room)) < count:
-            assert time.monotonic() < deadline, f"{len(self.chats(room))}/{count} chats arrived"
+            ids = [c["id"] for c in self.chats(room)]
+            assert time.monotonic() < deadline, f"{len(ids)}/{count} chats arrived: {ids}"
             await asyncio.sleep(0.02)
         return self.chats(room)
 
@@ -86,7 +90,9 @@ def redis_proc(tmp_path: Path) -> Iterator[RedisProcess]:
 async def two_buses(redis_proc: RedisProcess) -> AsyncIterator[tuple[ChatBus, ChatBus]]:
     keys = Keys(unique("k") + ":")
     clients = [Redis.from_url(redis_proc.url) for _ in range(2)]
-    buses = (ChatBus(clients[0], "a", keys), ChatBus(clients[1], "b", keys))
+    unlimited = RateLimit(per_window=0)  # these tests publish faster than a person
+    buses = (ChatBus(clients[0], "a", keys, rate=unlimited),
+             ChatBus(clients[1], "b", keys, rate=unlimited))
     for bus in buses:
         await bus.start()
     yield buses
@@ -101,7 +107,9 @@ async def publish_when_up(bus: ChatBus, room: str, text: str) -> str:
     deadline = time.monotonic() + WAIT
     while True:
         try:
-            return (await bus.publish(room, "pub", text)).id
+            published = await bus.publish(room, "pub", text)
+            assert published.id and not published.rate_limited
+            return published.id
         except (RedisError, OSError):
             assert time.monotonic() < deadline, "Redis never came back"
             await asyncio.sleep(0.02)

@@ -265,3 +265,66 @@ async def test_expired_session_closes_socket_on_next_join(pinned: Pinned, stack:
     assert deleted == 1  # exactly the live session: the old ids are already gone
     await sock.send({"type": "join", "room": unique("r")})
     assert await sock.closed() == 4401
+
+
+async def test_history_pages_backwards_to_the_start(pinned: Pinned) -> None:
+    room = unique("r")
+    ids = []
+    for writer in range(3):
+        _, sock = await pinned(unique(f"h{writer}"), 1 + writer % 2)
+        await join(sock, room)
+        ids += [await say(sock, room, f"h{writer} {i}") for i in range(9)]
+    _, reader = await pinned(unique("read"), 2)
+    await join(reader, room)
+    pages: list[str] = []
+    before: str | None = None
+    for _ in range(10):  # bounded: 27 messages in pages of 10
+        request: dict[str, object] = {"type": "history", "room": room, "limit": 10}
+        if before:
+            request["before"] = before
+        await reader.send(request)
+        page = await reader.next_of("history", room=room)
+        got = [m["id"] for m in page["messages"]]
+        assert all(m["type"] == "chat" and m["room"] == room for m in page["messages"])
+        pages = got + pages
+        if not page["more"]:
+            break
+        before = got[0]
+    assert pages == ids
+    await reader.send({"type": "history", "room": unique("r")})
+    assert (await reader.next_of("error"))["code"] == "not_joined"
+
+
+async def test_typing_reaches_others_once_per_interval(pinned: Pinned) -> None:
+    room = unique("r")
+    ann_name = unique("ann")
+    _, ann = await pinned(ann_name, 1)
+    _, bob = await pinned(unique("bob"), 2)
+    await join(ann, room)
+    await join(bob, room)
+    for _ in range(5):
+        await ann.send({"type": "typing", "room": room})
+    notice = await bob.next_of("typing", room=room)
+    assert notice["user"] == ann_name
+    marker = await say(ann, room, "after typing")
+    await bob.next_of("chat", id=marker)
+    await ann.next_of("chat", id=marker)
+    assert len([f for f in bob.frames if f["type"] == "typing"]) == 1  # throttled
+    assert not [f for f in ann.frames if f["type"] == "typing"]  # never to the typist
+
+
+async def test_rooms_come_back_after_refresh(pinned: Pinned, stack: Stack) -> None:
+    rooms = sorted(unique("r") for _ in range(2))
+    http, sock = await pinned(unique("ann"), 1)
+    for room in rooms:
+        await join(sock, room)
+    await sock.send({"type": "leave", "room": rooms[0]})
+    marker = await say(sock, "lobby", "marker")
+    await sock.next_of("chat", id=marker)
+    sock.close()
+    assert (await http.request("GET", "/")).code == 200  # a refresh: new session id
+    http.cookies["chatfleet_server"] = "chat2"
+    again = await ChatSocket.connect(http)
+    hello = await again.next_of("hello")
+    assert hello["rooms"] == [rooms[1]]
+    again.close()

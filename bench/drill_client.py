@@ -1,0 +1,346 @@
+"""A scripted chat user for the failover drill: reconnects exactly as static/chat.js does.
+
+On any close it backs off with full jitter (first try within FIRST_RETRY_SECONDS,
+doubling to MAX_RETRY_SECONDS; a close 1012 comes back at once with up to
+DRAIN_JITTER_SECONDS of jitter). Each try asks `GET /session` first (fresh
+cookies), then opens `/ws?after=<last lobby id>` and re-joins its room with
+`after` = the last id it saw there. Sends wait in an outbox, keyed by `cid`,
+until acknowledged, and are resent with the same `cid` after every reconnect.
+
+Unlike chat.js it never drops a repeat on its own side: it writes down every
+chat id it receives, in order, so the drill can count gaps, repeats and
+reordering exactly as a user would have seen them without client-side help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tornado.websocket import WebSocketClosedError
+
+from chatclient import ChatSocket, HttpSession
+
+LOBBY = "lobby"
+
+# static/chat.js: first try within about half a second, never wait longer than
+# ten seconds between tries, and a draining instance (1012) is left at once but
+# not by everybody in the same instant.
+FIRST_RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 10.0
+DRAIN_JITTER_SECONDS = 1.0
+# static/chat.js: after `unavailable` the client tries again two seconds later.
+RETRY_AFTER_ERROR_SECONDS = 2.0
+# A second 401 from the probe means the session is really gone (chat.js asks
+# twice: another tab may just have regenerated the shared cookie).
+REPROBE_AFTER_401_SECONDS = 0.2
+
+CLOSE_DRAINING = 1012
+CLOSE_SESSION_ENDED = 4401
+
+# Every HTTP request and WebSocket handshake gives up after this long.
+HTTP_TIMEOUT_SECONDS = 10.0
+# The server sends `hello` the moment a socket opens; a socket without one is broken.
+HELLO_TIMEOUT_SECONDS = 10.0
+# Loop bounds: the client's deadline ends every loop long before these counts.
+MAX_CONNECT_TRIES = 10_000
+MAX_LOGIN_TRIES = 30
+LOGIN_RETRY_SECONDS = 1.0
+
+# Errors after which chat.js re-joins and resends (nothing was stored).
+RETRYABLE_ERRORS = frozenset({"unavailable", "not_joined", "rate_limited"})
+
+StreamKey = tuple[int, int]
+
+
+def stream_key(msg_id: str) -> StreamKey:
+    """`"1700000000000-3"` -> `(1700000000000, 3)`, comparable like Redis compares ids."""
+    ms, _, seq = msg_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass
+class RoomLog:
+    """What one client saw of one room."""
+
+    ids: list[str] = field(default_factory=list)  # every chat id received, repeats included
+    last: str | None = None  # the highest id received: where a resume starts
+    last_key: StreamKey = (0, 0)
+
+    def record(self, msg_id: str) -> None:
+        self.ids.append(msg_id)
+        key = stream_key(msg_id)
+        if key > self.last_key:
+            self.last_key = key
+            self.last = msg_id
+
+
+class DrillClient:
+    """One user: logs in, stays in `lobby` plus its own room, talks, and survives failures."""
+
+    def __init__(self, base_url: str, user: str, room: str, deadline: float) -> None:
+        self.base_url = base_url
+        self.user = user
+        self.room = room  # the room it writes to (may be the lobby)
+        self.rooms = [LOBBY] if room == LOBBY else [LOBBY, room]
+        self.deadline = deadline  # monotonic time after which every loop ends
+        self.http = HttpSession(base_url)
+        self.logs = {name: RoomLog() for name in self.rooms}
+        # cid -> (room, text), oldest first; an entry leaves only with its ack.
+        self.outbox: dict[str, tuple[str, str]] = {}
+        self.created: dict[str, str] = {}  # every cid made -> its room
+        self.acks: dict[str, str] = {}  # cid -> acknowledged id
+        self.ack_conflicts = 0  # a cid acknowledged with two different ids
+        self.reconnects = 0  # sockets lost while running
+        self.reconnect_seconds: list[float] = []  # close -> back live in its room
+        self.relogins = 0  # the session was gone: logged in again
+        self.connect_failures = 0  # tries that did not reach `hello`
+        self.errors: Counter[str] = Counter()  # error frames, close codes, failed tries
+        self.instances: list[str] = []  # every instance it was served by, in order
+        self.ready = asyncio.Event()  # set once it is first live in its room
+        self._seq = 0
+        self._attempt = 0
+        self._stopping = asyncio.Event()
+        self._sock: ChatSocket | None = None
+        self._online = False
+        self._joined: set[str] = set()  # rooms confirmed (presence) on the current socket
+        self._closed_at: float | None = None  # when the current outage began
+        self._retry: asyncio.Task[None] | None = None
+        self._probed_401 = False
+
+    # -- what the drill asks of it -----------------------------------------
+
+    def say(self) -> None:
+        """Type one message in its room: into the outbox, and out at once when online."""
+        self._seq += 1
+        cid = f"{self.user}.{self._seq}"
+        text = f"{cid} drill"
+        self.outbox[cid] = (self.room, text)
+        self.created[cid] = self.room
+        if self._online:
+            self._send_chat(cid)
+
+    def stop(self) -> None:
+        """End the run: no more reconnects; close the socket."""
+        self._stopping.set()
+        if self._sock is not None:
+            self._sock.close()
+
+    @property
+    def unacked(self) -> int:
+        return len(self.outbox)
+
+    @property
+    def in_outage(self) -> bool:
+        return self._closed_at is not None
+
+    def has_seen(self, room: str, key: StreamKey) -> bool:
+        return self.logs[room].last_key >= key
+
+    # -- the loop ------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if not await self._login():
+                return
+            delay = 0.0
+            for _ in range(MAX_CONNECT_TRIES):
+                if self._stopping.is_set() or time.monotonic() > self.deadline:
+                    return
+                if delay > 0 and await self._sleep(delay):
+                    return
+                delay = await self._connect_once()
+        finally:
+            self._cancel_retry()
+            self.http.close()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, waking early on stop; True if stopping."""
+        seconds = min(seconds, max(0.0, self.deadline - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+    def _backoff(self) -> float:
+        """chat.js: random between 0 and min(cap, first * 2^attempt)."""
+        ceiling = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2**self._attempt)
+        self._attempt += 1
+        return random.uniform(0, ceiling)
+
+    async def _login(self) -> bool:
+        for _ in range(MAX_LOGIN_TRIES):
+            if self._stopping.is_set() or time.monotonic() > self.deadline:
+                return False
+            try:
+                self.http.cookies.pop("_xsrf", None)
+                response = await self.http.login(self.user)
+                if response.code == 302:
+                    return True
+                self.errors[f"login {response.code}"] += 1
+            except Exception as error:  # noqa: BLE001 - any failure is retried, and counted
+                self.errors[f"login {type(error).__name__}"] += 1
+            if await self._sleep(LOGIN_RETRY_SECONDS):
+                return False
+        return False
+
+    async def _connect_once(self) -> float:
+        """One try: probe, open, serve until closed. Returns the wait before the next try."""
+        try:
+            probe = await self.http.request("GET", "/session", timeout=HTTP_TIMEOUT_SECONDS)
+        except Exception as error:  # noqa: BLE001 - fetch failed: chat.js backs off
+            self.errors[f"session {type(error).__name__}"] += 1
+            self.connect_failures += 1
+            return self._backoff()
+        if probe.code == 401:
+            self.errors["session 401"] += 1
+            if not self._probed_401:
+                self._probed_401 = True
+                return REPROBE_AFTER_401_SECONDS
+            # chat.js sends the user to the login page; the drill's user logs in again.
+            self._probed_401 = False
+            self.relogins += 1
+            return 0.0 if await self._login() else self._backoff()
+        self._probed_401 = False
+        if probe.code != 200:
+            self.errors[f"session {probe.code}"] += 1
+            self.connect_failures += 1
+            return self._backoff()
+        lobby_last = self.logs[LOBBY].last
+        path = "/ws" + (f"?after={lobby_last}" if lobby_last else "")
+        try:
+            sock = await ChatSocket.connect(self.http, path, timeout=HTTP_TIMEOUT_SECONDS)
+        except Exception as error:  # noqa: BLE001 - a failed handshake closes like any socket
+            self.errors[f"ws {getattr(error, 'code', type(error).__name__)}"] += 1
+            self.connect_failures += 1
+            return self._backoff()
+        code = await self._serve(sock)
+        if self._stopping.is_set():
+            return 0.0
+        self.errors[f"close {code if code is not None else 'abnormal'}"] += 1
+        if self._closed_at is None:  # an outage starts; a failed retry does not start another
+            self._closed_at = time.monotonic()
+            self.reconnects += 1
+        if code == CLOSE_SESSION_ENDED:
+            self.relogins += 1
+            return 0.0 if await self._login() else self._backoff()
+        if code == CLOSE_DRAINING:
+            return random.uniform(0, DRAIN_JITTER_SECONDS)
+        return self._backoff()
+
+    async def _serve(self, sock: ChatSocket) -> int | None:
+        """Read frames until the socket closes; return its close code."""
+        self._sock = sock
+        self._joined = set()
+        watchdog = asyncio.get_running_loop().call_later(
+            HELLO_TIMEOUT_SECONDS, lambda: None if self._online else sock.close()
+        )
+        try:
+            while True:
+                raw = await sock.conn.read_message()
+                if raw is None:
+                    return sock.conn.close_code
+                if isinstance(raw, str):
+                    self._on_frame(sock, json.loads(raw))
+        finally:
+            watchdog.cancel()
+            self._cancel_retry()
+            self._online = False
+            self._sock = None
+
+    # -- frames --------------------------------------------------------------
+
+    def _on_frame(self, sock: ChatSocket, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "chat":
+            room = frame.get("room")
+            if isinstance(room, str) and room in self.logs:
+                self.logs[room].record(str(frame["id"]))
+        elif kind == "ack":
+            cid = str(frame.get("cid"))
+            msg_id = str(frame.get("id"))
+            earlier = self.acks.get(cid)
+            if earlier is not None and earlier != msg_id:
+                self.ack_conflicts += 1
+            self.acks[cid] = msg_id
+            self.outbox.pop(cid, None)
+        elif kind == "presence":
+            room = frame.get("room")
+            if isinstance(room, str):
+                self._joined.add(room)
+            if room == self.room:
+                self.ready.set()
+                if self._closed_at is not None:
+                    self.reconnect_seconds.append(time.monotonic() - self._closed_at)
+                    self._closed_at = None
+        elif kind == "hello":
+            self._online = True
+            self._attempt = 0
+            self.instances.append(str(frame.get("instance")))
+            # The lobby was resumed by the URL's ?after=; resume the others.
+            for room in self.rooms:
+                if room != LOBBY:
+                    self._send_join(sock, room)
+            for cid in list(self.outbox):
+                self._send_chat(cid)
+        elif kind == "error":
+            code = str(frame.get("code"))
+            self.errors[code] += 1
+            if code in RETRYABLE_ERRORS and self._retry is None:
+                self._retry = asyncio.get_running_loop().create_task(self._retry_later(sock))
+
+    async def _retry_later(self, sock: ChatSocket) -> None:
+        """Nothing was stored: after a pause re-join what is not joined and resend the outbox."""
+        try:
+            await asyncio.sleep(RETRY_AFTER_ERROR_SECONDS)
+        finally:
+            self._retry = None
+        if self._sock is not sock or not self._online:
+            return
+        # A room already joined is left alone: re-joining it would replay from
+        # our last id, and frames still in flight would then come twice.
+        for room in self.rooms:
+            if room not in self._joined:
+                if room == LOBBY:
+                    # chat.js re-joins only the other rooms here (the lobby came
+                    # from the URL), so a browser would stay out of the lobby.
+                    self.errors["lobby re-joined after error"] += 1
+                self._send_join(sock, room)
+        for cid in list(self.outbox):
+            self._send_chat(cid)
+
+    def _cancel_retry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    def _send_join(self, sock: ChatSocket, room: str) -> None:
+        frame: dict[str, Any] = {"type": "join", "room": room}
+        last = self.logs[room].last
+        if last is not None:
+            frame["after"] = last
+        self._write(sock, frame)
+
+    def _send_chat(self, cid: str) -> None:
+        if self._sock is None:
+            return
+        room, text = self.outbox[cid]
+        self._write(self._sock, {"type": "chat", "room": room, "text": text, "cid": cid})
+
+    def _write(self, sock: ChatSocket, frame: dict[str, Any]) -> None:
+        try:
+            future = sock.conn.write_message(json.dumps(frame))
+        except WebSocketClosedError:
+            return  # the reader sees the close and reconnects; the outbox keeps the send
+        future.add_done_callback(_swallow)
+
+
+def _swallow(future: asyncio.Future[None]) -> None:
+    """A write that failed because the socket closed: the outbox still has it."""
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,458 @@
+"""The failover drill (issue: survive losing a process).
+
+    python -m bench.failover             # the default drill: 200 clients, 2 instances, 60 s
+    python -m bench.failover --clients 50 --seconds 30
+    python -m bench.failover --url http://127.0.0.1:8000 --var var   # a stack `make run` started
+
+It starts its own stack (supervisord, Redis with AOF, N instances, HAProxy) on
+free ports in a temporary folder, logs K scripted users in through HAProxy
+(bench.drill_client: they reconnect exactly like static/chat.js), has them
+talk at a fixed total rate in a few rooms plus the lobby, and meanwhile
+kills instances with SIGKILL one after another, restarts one gracefully
+(SIGTERM: drain, close 1012) and restarts Redis once. Then it stops sending,
+lets every outbox drain, reads each room's Redis stream and compares it with
+what every client received (bench.tally). Exit status 0 only when nothing
+was lost, repeated, reordered or left unacknowledged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import os
+import random
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench.chaos import GRACEFUL, KILL, REDIS, Chaos, ChaosAction, attach
+from bench.drill_client import LOBBY, DrillClient, StreamKey, stream_key
+from bench.tally import DrillResult, StoredMessage, cid_of, render, tally
+from pubsub.keys import Keys
+from stack.run import Stack
+from stack.settings import StackSettings
+
+# The default drill (`make failover`).
+DEFAULT_CLIENTS = 200
+DEFAULT_INSTANCES = 2
+DEFAULT_SECONDS = 60.0
+DEFAULT_RATE = 20.0  # messages per second, all clients together
+DEFAULT_ROOMS = 4  # besides the lobby
+# Time between one fault being healed (HAProxy shows it UP) and the next.
+DEFAULT_KILL_INTERVAL = 5.0
+
+# Logging in 200 users at once is a burst no real site sees; start them in
+# small groups so the drill measures failover, not the login stampede.
+LOGIN_GROUP = 20
+LOGIN_GROUP_PAUSE_SECONDS = 0.2
+# Every client must be live in its room before the clock starts.
+READY_TIMEOUT_SECONDS = 60.0
+# After sending stops: the fault in progress finishes (its own waits are
+# bounded at about two minutes), every instance comes UP, outboxes drain
+# (a client may be in a 10 s backoff), and the last messages arrive.
+CHAOS_WRAPUP_SECONDS = 180.0
+ALL_UP_TIMEOUT_SECONDS = 60.0
+DRAIN_TIMEOUT_SECONDS = 60.0
+SETTLE_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 15.0
+POLL_SECONDS = 0.2
+# No drill runs more than this many faults, whatever the interval.
+MAX_CHAOS_ACTIONS = 1000
+# Stream reads page through a room this many entries at a time.
+XRANGE_PAGE = 1000
+
+Log = Callable[[str], None]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# -- ports -----------------------------------------------------------------
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(taken: set[int]) -> int:
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+    raise RuntimeError("no free port")
+
+
+def _free_port_run(count: int, taken: set[int]) -> int:
+    """A base such that base+1 .. base+count are free (and not otherwise taken)."""
+    for _ in range(200):
+        base = random.randrange(20000, 40000)
+        ports = range(base + 1, base + count + 1)
+        if all(p not in taken and _port_is_free(p) for p in ports):
+            taken.update(ports)
+            return base
+    raise RuntimeError("no run of free ports")
+
+
+def own_settings(instances: int, var: Path) -> StackSettings:
+    taken: set[int] = set()
+    port_base = _free_port_run(instances, taken)
+    return StackSettings(
+        http_port=_free_port(taken),
+        instances=instances,
+        port_base=port_base,
+        redis_port=_free_port(taken),
+        redis_url="",
+        var=var,
+    )
+
+
+# -- the drill ----------------------------------------------------------------
+
+
+async def _chaos_loop(
+    chaos: Chaos,
+    *,
+    instances: int,
+    seconds: float,
+    kill_interval: float,
+    redis_restart: bool,
+    graceful_restart: bool,
+    t0: float,
+    sending_over: asyncio.Event,
+    log: Log,
+) -> list[ChaosAction]:
+    """Until sending stops: wait, do one fault, wait until it is healed, repeat.
+
+    The faults cycle through the instances with kill -9; the second one is a
+    graceful restart instead, and the first after half time restarts Redis.
+    """
+    actions: list[ChaosAction] = []
+    target = 1
+    graceful_due, redis_due = graceful_restart, redis_restart
+    for index in range(MAX_CHAOS_ACTIONS):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sending_over.wait(), kill_interval)
+        if sending_over.is_set():
+            break
+        at = time.monotonic() - t0
+        call: Callable[[], ChaosAction]
+        if redis_due and at >= seconds / 2:
+            redis_due = False
+            kind, call = REDIS, functools.partial(chaos.restart_redis, at)
+        else:
+            n, target = target, target % instances + 1
+            if graceful_due and index >= 1:
+                graceful_due = False
+                kind, call = GRACEFUL, functools.partial(chaos.graceful_restart, n, at)
+            else:
+                kind, call = KILL, functools.partial(chaos.kill, n, at)
+        log(f"{at:6.1f} s  chaos: {kind} ...")
+        action = await asyncio.to_thread(call)
+        actions.append(action)
+        outcome = f"UP again after {action.seconds:.1f} s" if action.ok else f"FAILED {action.note}"
+        log(f"{time.monotonic() - t0:6.1f} s  chaos: {kind} {action.target}: {outcome}")
+    if graceful_due:
+        log("note: no graceful restart happened (drill too short for the interval)")
+    if redis_due:
+        log("note: no Redis restart happened (drill too short for the interval)")
+    return actions
+
+
+async def _send(clients: list[DrillClient], seconds: float, rate: float, t0: float) -> None:
+    """Fixed total rate: message k goes out at t0 + k/rate, from clients in turn."""
+    order = clients[:]
+    random.shuffle(order)
+    total = int(seconds * rate)
+    for k in range(total):
+        delay = t0 + k / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        order[k % len(order)].say()
+
+
+async def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(POLL_SECONDS)
+    return True
+
+
+async def _last_ids(redis: Redis, keys: Keys, rooms: list[str]) -> dict[str, StreamKey]:
+    marks: dict[str, StreamKey] = {}
+    for room in rooms:
+        rows: Any = await redis.xrevrange(keys.stream(room), count=1)
+        marks[room] = stream_key(rows[0][0].decode()) if rows else (0, 0)
+    return marks
+
+
+async def _read_streams(
+    redis: Redis, keys: Keys, rooms: list[str]
+) -> dict[str, list[StoredMessage]]:
+    streams: dict[str, list[StoredMessage]] = {}
+    for room in rooms:
+        msgs: list[StoredMessage] = []
+        start = "-"
+        for _ in range(1_000_000 // XRANGE_PAGE):  # streams are capped far below this
+            rows: Any = await redis.xrange(keys.stream(room), min=start, count=XRANGE_PAGE)
+            for raw_id, fields in rows:
+                msg_id = raw_id.decode()
+                text = fields.get(b"text", b"").decode("utf-8", "replace")
+                msgs.append(StoredMessage(msg_id, stream_key(msg_id), cid_of(text)))
+            if len(rows) < XRANGE_PAGE:
+                break
+            start = f"({msgs[-1].id}"
+        streams[room] = msgs
+    return streams
+
+
+async def drill(
+    stack: Stack,
+    redis_url: str,
+    *,
+    clients: int,
+    seconds: float,
+    rate: float,
+    rooms: int,
+    kill_interval: float,
+    redis_restart: bool,
+    graceful_restart: bool,
+    key_prefix: str = "",
+    log: Log = _stderr,
+) -> DrillResult:
+    """Run the drill against a running `stack`; the caller starts and stops it."""
+    run_id = secrets.token_hex(3)
+    room_names = [LOBBY] + [f"drill-{run_id}-{k}" for k in range(1, rooms + 1)]
+    keys = Keys(key_prefix)
+    # Every client loop ends by this time whatever happens.
+    deadline = (time.monotonic() + READY_TIMEOUT_SECONDS + seconds + CHAOS_WRAPUP_SECONDS
+                + ALL_UP_TIMEOUT_SECONDS + DRAIN_TIMEOUT_SECONDS + SETTLE_TIMEOUT_SECONDS)
+    users = [
+        DrillClient(stack.url, f"d{run_id}-{i}", room_names[i % len(room_names)], deadline)
+        for i in range(clients)
+    ]
+    result = DrillResult(
+        clients=clients, instances=stack.settings.instances, seconds=seconds, rate=rate,
+        rooms=room_names,
+    )
+    redis = Redis.from_url(redis_url, socket_timeout=10)
+    tasks: list[asyncio.Task[None]] = []
+    chaos_task: asyncio.Task[list[ChaosAction]] | None = None
+    try:
+        log(f"logging in {clients} clients in {len(room_names)} rooms at {stack.url}")
+        for i, user in enumerate(users):
+            tasks.append(asyncio.create_task(user.run(), name=user.user))
+            if i % LOGIN_GROUP == LOGIN_GROUP - 1:
+                await asyncio.sleep(LOGIN_GROUP_PAUSE_SECONDS)
+        if not await _wait_until(lambda: all(u.ready.is_set() for u in users),
+                                 READY_TIMEOUT_SECONDS):
+            late = sum(1 for u in users if not u.ready.is_set())
+            raise RuntimeError(f"{late} of {clients} clients never got live in their room")
+
+        t0 = time.monotonic()
+        log(f"   0.0 s  all live; sending {rate:g} msg/s for {seconds:g} s, faults every "
+            f"{kill_interval:g} s")
+        sending_over = asyncio.Event()
+        chaos_task = asyncio.create_task(_chaos_loop(
+            Chaos(stack), instances=stack.settings.instances, seconds=seconds,
+            kill_interval=kill_interval, redis_restart=redis_restart,
+            graceful_restart=graceful_restart, t0=t0, sending_over=sending_over, log=log,
+        ))
+        await _send(users, seconds, rate, t0)
+        sending_over.set()
+        log(f"{time.monotonic() - t0:6.1f} s  sending stopped; waiting for the last fault")
+        try:
+            result.actions = await asyncio.wait_for(asyncio.shield(chaos_task),
+                                                    CHAOS_WRAPUP_SECONDS)
+        except TimeoutError:
+            result.failures.append("chaos: the last fault did not finish in time")
+
+        names = [f"chat{n}" for n in range(1, stack.settings.instances + 1)]
+        try:
+            await asyncio.to_thread(stack.wait_servers, "UP", names, ALL_UP_TIMEOUT_SECONDS)
+        except TimeoutError as error:
+            result.failures.append(f"stack: not every instance came back UP: {error}")
+        if not await _wait_until(lambda: all(u.unacked == 0 and not u.in_outage for u in users),
+                                 DRAIN_TIMEOUT_SECONDS):
+            log("outboxes did not drain in time")
+        marks = await _last_ids(redis, keys, room_names)
+        settled = await _wait_until(
+            lambda: all(u.has_seen(room, marks[room]) for u in users for room in u.rooms),
+            SETTLE_TIMEOUT_SECONDS,
+        )
+        log(f"{time.monotonic() - t0:6.1f} s  outboxes drained; "
+            f"{'every client has the last message' if settled else 'some clients lag'}")
+    finally:
+        for user in users:
+            user.stop()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_SECONDS)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if chaos_task is not None and not chaos_task.done():
+            # A fault still running in its thread cannot be interrupted; its
+            # own waits are bounded, so wait for it before the stack stops.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(chaos_task, CHAOS_WRAPUP_SECONDS)
+    try:
+        streams = await _read_streams(redis, keys, room_names)
+    finally:
+        await redis.aclose()
+    return tally(result, users, streams, marks)
+
+
+def run_drill(
+    clients: int = DEFAULT_CLIENTS,
+    instances: int = DEFAULT_INSTANCES,
+    seconds: float = DEFAULT_SECONDS,
+    rate: float = DEFAULT_RATE,
+    rooms: int = DEFAULT_ROOMS,
+    kill_interval: float = DEFAULT_KILL_INTERVAL,
+    redis_restart: bool = True,
+    graceful_restart: bool = True,
+    *,
+    url: str | None = None,
+    var: Path | None = None,
+    redis_url: str | None = None,
+    key_prefix: str = "",
+    keep: bool = False,
+    log: Log = _stderr,
+) -> DrillResult:
+    """Run one drill and return its result.
+
+    Without `url` it starts its own stack in `var` (default: a new temporary
+    folder, removed afterwards unless the drill failed or `keep`) and stops it
+    at the end, checking that every process it started is gone. With `url`
+    (and `var`, the running stack's state folder) it drives that stack and
+    leaves it running.
+    """
+    if clients < 1 or instances < 2 or seconds <= 0 or rate <= 0 or rooms < 0:
+        raise ValueError("need clients >= 1, instances >= 2, seconds > 0, rate > 0, rooms >= 0")
+    own = url is None
+    made_folder = False
+    if own:
+        if var is None:
+            var, made_folder = Path(tempfile.mkdtemp(prefix="chatfleet-failover-")), True
+        stack = Stack(own_settings(instances, var.resolve()))
+        redis_url = stack.settings.effective_redis_url
+    else:
+        if var is None:
+            raise ValueError("--url needs --var: the running stack's state folder")
+        redis_url = redis_url or os.environ.get("CHAT_REDIS_URL") or "redis://127.0.0.1:6380/0"
+        stack = attach(str(url), var, redis_url)
+    folder = stack.settings.var
+    result: DrillResult | None = None
+    try:
+        if own:
+            log(f"starting a stack with {instances} instances in {folder}")
+            stack.start()
+            stack.wait_ready()
+        result = asyncio.run(drill(
+            stack, redis_url, clients=clients, seconds=seconds, rate=rate, rooms=rooms,
+            kill_interval=kill_interval, redis_restart=redis_restart,
+            graceful_restart=graceful_restart, key_prefix=key_prefix, log=log,
+        ))
+        result.var = str(folder)
+    finally:
+        if own:
+            _stop_own(stack, log)
+    if made_folder and result.passed and not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+        result.var = ""
+    return result
+
+
+def _stop_own(stack: Stack, log: Log) -> None:
+    """Stop the stack we started, then make sure every one of its processes is gone."""
+    pids = stack.child_pids() if stack.process and stack.process.poll() is None else []
+    if stack.process is not None:
+        pids.append(stack.process.pid)
+    stack.stop()
+    left = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            left.append(pid)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # the pid was reused by someone else's process
+            pass
+    if left:
+        log(f"warning: processes of the drill's stack still running: {left}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.failover",
+        description="Failover drill: clients keep chatting while instances and Redis fail.",
+    )
+    parser.add_argument("--clients", type=int, default=DEFAULT_CLIENTS,
+                        help=f"scripted users (default {DEFAULT_CLIENTS})")
+    parser.add_argument("--instances", type=int, default=DEFAULT_INSTANCES,
+                        help=f"chat processes of the drill's stack (default {DEFAULT_INSTANCES})")
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
+                        help=f"how long the clients send (default {DEFAULT_SECONDS:g})")
+    parser.add_argument("--rate", type=float, default=DEFAULT_RATE,
+                        help=f"messages per second, all clients together "
+                             f"(default {DEFAULT_RATE:g})")
+    parser.add_argument("--rooms", type=int, default=DEFAULT_ROOMS,
+                        help=f"rooms besides the lobby (default {DEFAULT_ROOMS})")
+    parser.add_argument("--kill-interval", type=float, default=DEFAULT_KILL_INTERVAL,
+                        help="seconds between a fault being healed and the next "
+                             f"(default {DEFAULT_KILL_INTERVAL:g})")
+    parser.add_argument("--no-redis-restart", action="store_true",
+                        help="do not restart Redis mid-run")
+    parser.add_argument("--no-graceful-restart", action="store_true",
+                        help="only kill -9, no supervisorctl restart")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON too")
+    parser.add_argument("--url", help="drive a running stack (e.g. http://127.0.0.1:8000) "
+                                      "instead of starting one; needs --var")
+    parser.add_argument("--var", type=Path, help="state folder: of the running stack with "
+                                                 "--url, else where to put the drill's own")
+    parser.add_argument("--redis-url", help="with --url: the stack's Redis "
+                                            "(default $CHAT_REDIS_URL or redis://127.0.0.1:6380/0)")
+    parser.add_argument("--key-prefix", default=os.environ.get("CHAT_KEY_PREFIX", ""),
+                        help="with --url: the stack's Redis key prefix")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the drill's own state folder (logs) even when it passes")
+    args = parser.parse_args(argv)
+    try:
+        result = run_drill(
+            args.clients, args.instances, args.seconds, args.rate, args.rooms,
+            args.kill_interval, not args.no_redis_restart, not args.no_graceful_restart,
+            url=args.url, var=args.var, redis_url=args.redis_url, key_prefix=args.key_prefix,
+            keep=args.keep,
+        )
+    except (RuntimeError, TimeoutError, ValueError, OSError) as error:
+        print(f"failover drill could not run: {error}", file=sys.stderr)
+        return 2
+    print(render(result))
+    if args.json:
+        print(result.to_json())
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
