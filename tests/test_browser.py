@@ -192,7 +192,7 @@ def test_screenshots(open_user: OpenUser, stack: Stack) -> None:
         wait_for_message(bob, name, text)
     expect_outbox_empty(ann)
     expect_outbox_empty(bob)
-    # Bob came second, so his presence frame lists both (see the xfail test below).
+    # Both are online: the people list follows joins (see the people-list test).
     expect(bob.locator("#people li")).to_have_count(2)
     bob.locator("#text").blur()  # no focus ring in the picture
     bob.screenshot(path=SCREENSHOTS / "chat.png")
@@ -413,11 +413,6 @@ def test_logout_returns_to_login_and_ends_session(open_user: OpenUser) -> None:
     expect(page.locator("body")).to_have_class("login-page")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: chat.js fills #people only from the `presence` frame sent after our"
-    " own join; `joined`/`left` frames only add a notice and never update the list",
-)
 def test_people_list_follows_joins_and_leaves(open_user: OpenUser) -> None:
     ann_name, bob_name = unique("ann"), unique("bob")
     ann = open_user(1)
