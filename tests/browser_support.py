@@ -1,0 +1,151 @@
+"""Shared pieces of the browser tests: one Debian Chromium, a context per user, page helpers.
+
+Import the fixtures into a test module (`from tests.browser_support import
+browser, open_user`) to use them there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
+
+from stack.run import Stack
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Generous: a loaded CI box may need seconds for a page, a socket and a fan-out.
+TIMEOUT_MS = 20_000
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+NAME_ERROR = "A user name is 1 to 32 letters, digits, '.', '_' or '-'."
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+# [{user, text, mine}] for every chat message in #messages, in page order.
+_MESSAGES_JS = """() => [...document.querySelectorAll('#messages .msg')].map((li) => ({
+    user: li.querySelector('.user')?.textContent ?? null,
+    text: li.querySelector('.text')?.textContent ?? null,
+    mine: li.classList.contains('mine'),
+}))"""
+
+_HAS_MESSAGE_JS = """([user, text]) => [...document.querySelectorAll('#messages .msg')].some(
+    (li) => li.querySelector('.user')?.textContent === user
+        && li.querySelector('.text')?.textContent === text)"""
+
+
+# Module scope, not session: while the sync API is started, its event loop counts as
+# running in this thread, so every asyncio test after it would fail with "Runner.run()
+# cannot be called from a running event loop". Only this module uses a browser, so
+# this is still one Chromium per test session, stopped before the asyncio tests run.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for every browser test."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+OpenUser = Callable[..., Page]
+
+
+@pytest.fixture
+def open_user(browser: Browser, stack: Stack) -> Iterator[OpenUser]:
+    """A new context (one simulated user) and a page in it; closed at the end of the test.
+
+    `instance=n` pins the context to chat instance n with HAProxy's cookie
+    before its first request.
+    """
+    contexts: list[BrowserContext] = []
+
+    def make(instance: int | None = None, **options: Any) -> Page:
+        options.setdefault("viewport", DESKTOP)
+        context = browser.new_context(base_url=stack.url, **options)
+        contexts.append(context)
+        context.set_default_timeout(TIMEOUT_MS)
+        if instance is not None:
+            context.add_cookies(
+                [{"name": "chatfleet_server", "value": f"chat{instance}", "url": stack.url}]
+            )
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def log_in(page: Page, name: str) -> None:
+    """From the login page to an online chat page as `name`."""
+    page.goto("/")
+    page.locator("#user").fill(name)
+    page.locator("#user").press("Enter")
+    expect_online(page, name)
+
+
+def expect_online(page: Page, name: str) -> None:
+    """The chat page for `name`, socket open, and the lobby's history and presence in."""
+    expect(page.locator("body")).to_have_class("chat-page")
+    expect(page.locator("#me")).to_have_text(name)
+    expect(page.locator("#status")).to_have_class(re.compile(r"\bstatus-online\b"))
+    expect(page.locator("#status")).to_have_text("online")
+    # Presence comes after the replayed history: once we are listed, history is in.
+    expect(page.locator("#people li", has_text=re.compile(f"^{re.escape(name)}$"))).to_have_count(1)
+
+
+def expect_instance(page: Page, stack: Stack, n: int) -> None:
+    """The page's socket greeted it from chat instance n (set from the hello frame)."""
+    port = stack.settings.port_base + n
+    expect(page.locator("body")).to_have_attribute("data-instance", re.compile(rf":{port}$"))
+
+
+def say(page: Page, text: str) -> None:
+    """Type `text` in the composer and press Enter."""
+    page.locator("#text").fill(text)
+    page.locator("#text").press("Enter")
+    expect(page.locator("#text")).to_have_value("")
+
+
+def wait_for_message(page: Page, user: str, text: str) -> None:
+    page.wait_for_function(_HAS_MESSAGE_JS, arg=[user, text], timeout=TIMEOUT_MS)
+
+
+def messages(page: Page) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = page.evaluate(_MESSAGES_JS)
+    return result
+
+
+def expect_outbox_empty(page: Page) -> None:
+    """Everything sent was acknowledged: no pending item shown, none kept for a resend."""
+    expect(page.locator("#outbox li")).to_have_count(0)
+    page.wait_for_function(
+        "() => window.chatfleet.state.outbox.length === 0"
+        " && JSON.parse(sessionStorage.getItem('chatfleet.outbox') || '[]').length === 0",
+        timeout=TIMEOUT_MS,
+    )
+
+
