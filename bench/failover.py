@@ -25,7 +25,6 @@ import os
 import random
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -39,8 +38,8 @@ from bench.chaos import GRACEFUL, KILL, REDIS, Chaos, ChaosAction, attach
 from bench.drill_client import LOBBY, DrillClient, StreamKey, stream_key
 from bench.tally import DrillResult, StoredMessage, cid_of, render, tally
 from pubsub.keys import Keys
+from stack.ports import settings_on_free_ports
 from stack.run import Stack
-from stack.settings import StackSettings
 
 # The default drill (`make failover`).
 DEFAULT_CLIENTS = 200
@@ -76,54 +75,6 @@ Log = Callable[[str], None]
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-# -- ports -----------------------------------------------------------------
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port(taken: set[int]) -> int:
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port not in taken:
-            taken.add(port)
-            return port
-    raise RuntimeError("no free port")
-
-
-def _free_port_run(count: int, taken: set[int]) -> int:
-    """A base such that base+1 .. base+count are free (and not otherwise taken)."""
-    for _ in range(200):
-        base = random.randrange(20000, 40000)
-        ports = range(base + 1, base + count + 1)
-        if all(p not in taken and _port_is_free(p) for p in ports):
-            taken.update(ports)
-            return base
-    raise RuntimeError("no run of free ports")
-
-
-def own_settings(instances: int, var: Path) -> StackSettings:
-    taken: set[int] = set()
-    port_base = _free_port_run(instances, taken)
-    return StackSettings(
-        http_port=_free_port(taken),
-        instances=instances,
-        port_base=port_base,
-        redis_port=_free_port(taken),
-        redis_url="",
-        var=var,
-    )
 
 
 # -- the drill ----------------------------------------------------------------
@@ -355,7 +306,7 @@ def run_drill(
     if own:
         if var is None:
             var, made_folder = Path(tempfile.mkdtemp(prefix="chatfleet-failover-")), True
-        stack = Stack(own_settings(instances, var.resolve()))
+        stack = Stack(settings_on_free_ports(instances, var.resolve()))
         redis_url = stack.settings.effective_redis_url
     else:
         if var is None:

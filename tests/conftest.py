@@ -7,7 +7,6 @@ the end. Tests keep out of each other's way with unique user and room names.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import socket
@@ -19,36 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from stack.ports import free_port, settings_on_free_ports
 from stack.run import Stack
-from stack.settings import StackSettings
 
 START_TIMEOUT = 30.0
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-def free_port_run(count: int) -> int:
-    """A base port such that base+1 .. base+count are all free."""
-    for _ in range(200):
-        base = random.randrange(20000, 40000)
-        if all(port_is_free(base + n) for n in range(1, count + 1)):
-            return base
-    raise RuntimeError("no run of free ports")
 
 
 def wait_for_port(port: int, timeout: float = START_TIMEOUT) -> None:
@@ -94,15 +67,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole stack: supervisord running Redis, 2 chat instances and HAProxy."""
     var: Path = tmp_path_factory.mktemp("stack")
-    settings = StackSettings(
-        http_port=free_port(),
-        instances=2,
-        port_base=free_port_run(2),
-        redis_port=free_port(),
-        redis_url="",
-        var=var,
-    )
-    running = Stack(settings)
+    running = Stack(settings_on_free_ports(2, var))
     running.start()
     try:
         running.wait_ready()

@@ -1,0 +1,58 @@
+"""Free loopback ports, for stacks started by tests and bench tools side by side."""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+from stack.settings import StackSettings
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(taken: set[int] | None = None) -> int:
+    """A port the kernel calls free (and not in `taken`, which it joins)."""
+    taken = taken if taken is not None else set()
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+    raise RuntimeError("no free port")
+
+
+def free_port_run(count: int, taken: set[int] | None = None) -> int:
+    """A base such that base+1 .. base+count are free (and not in `taken`)."""
+    taken = taken if taken is not None else set()
+    for _ in range(200):
+        base = random.randrange(20000, 40000)
+        ports = range(base + 1, base + count + 1)
+        if all(p not in taken and port_is_free(p) for p in ports):
+            taken.update(ports)
+            return base
+    raise RuntimeError("no run of free ports")
+
+
+def settings_on_free_ports(instances: int, var: Path) -> StackSettings:
+    """A whole stack (own Redis, N instances, HAProxy) on ports nobody uses now."""
+    taken: set[int] = set()
+    port_base = free_port_run(instances, taken)
+    return StackSettings(
+        http_port=free_port(taken),
+        instances=instances,
+        port_base=port_base,
+        redis_port=free_port(taken),
+        redis_url="",
+        var=var,
+    )
