@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 import urllib.parse
 from collections import Counter
@@ -12,7 +13,7 @@ from typing import Any
 import tornado.web
 import tornado.websocket
 from redis.exceptions import RedisError
-from tornado.iostream import StreamBufferFullError
+from tornado.iostream import StreamBufferFullError, StreamClosedError
 
 import metrics
 from handlers.base import set_security_headers
@@ -215,18 +216,25 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         self.send_frame(frame("error", code=code, reason=reason))
 
     def send_frame(self, text: str) -> None:
-        """Queue a frame without waiting; a closed peer is simply skipped."""
+        """Queue a frame without waiting; a closed peer is simply skipped.
+
+        Writes pre-built WebSocket bytes straight to the stream: fan-out hands
+        the same str to every local socket, so it is framed once, not once
+        per socket as `write_message` would.
+        """
+        conn = self.ws_connection
+        stream = conn.stream if conn is not None else None
+        if conn is None or stream is None or conn.is_closing():
+            return
         try:
-            self.write_message(text)
-        except tornado.websocket.WebSocketClosedError:
+            stream.write(wire_frame(text))
+        except StreamClosedError:
             pass
         except StreamBufferFullError:
             # A slow consumer: drop the connection (no close frame fits in a
             # full buffer). The client resumes from history when it returns.
             SLOW_CONSUMERS.inc()
-            stream = self.ws_connection.stream if self.ws_connection is not None else None
-            if stream is not None:
-                stream.close()
+            stream.close()
 
     def busy(self) -> bool:
         stream = self.ws_connection.stream if self.ws_connection is not None else None
@@ -245,6 +253,29 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         task = asyncio.get_running_loop().create_task(self.bus.detach(self))
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
+
+
+# The last frame framed, by identity: fan-out sends one str object to every
+# member in a row, so all but the first socket reuse these bytes.
+_last_framed: tuple[str, bytes] = ("", b"")
+
+
+def wire_frame(text: str) -> bytes:
+    """`text` as one unmasked, uncompressed WebSocket text frame (RFC 6455 5.2)."""
+    global _last_framed
+    if _last_framed[0] is text:
+        return _last_framed[1]
+    payload = text.encode("utf-8")
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    wire = header + payload
+    _last_framed = (text, wire)
+    return wire
 
 
 async def watch_sessions(store: SessionStore, interval: float) -> None:

@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    Locator,
     Page,
     ViewportSize,
     expect,
@@ -149,3 +150,62 @@ def expect_outbox_empty(page: Page) -> None:
     )
 
 
+
+
+# -- rooms ---------------------------------------------------------------------
+
+# [{user, text, mine}] for the chat messages of one room's log, in page order.
+_ROOM_MESSAGES_JS = """(room) => [...document.querySelectorAll(
+    `#messages ol.room-log[data-room="${room}"] .msg`)].map((li) => ({
+    user: li.querySelector('.user')?.textContent ?? null,
+    text: li.querySelector('.text')?.textContent ?? null,
+    mine: li.classList.contains('mine'),
+}))"""
+
+_ROOM_HAS_MESSAGE_JS = """([room, user, text]) => [...document.querySelectorAll(
+    `#messages ol.room-log[data-room="${room}"] .msg`)].some(
+    (li) => li.querySelector('.user')?.textContent === user
+        && li.querySelector('.text')?.textContent === text)"""
+
+
+def room_button(page: Page, room: str) -> Locator:
+    """The room's button in the rooms list (room names never need CSS escaping)."""
+    return page.locator(f'#rooms button[data-room="{room}"]')
+
+
+def exactly(text: str) -> re.Pattern[str]:
+    """A pattern matching exactly `text`, for has_text= filters."""
+    return re.compile(f"^{re.escape(text)}$")
+
+
+def join_room(page: Page, room: str, me: str) -> None:
+    """Join (or create) `room` with the join form; it becomes current and its presence is in."""
+    page.locator("#room-name").fill(room)
+    page.locator("#room-name").press("Enter")
+    expect(page.locator("#room-title")).to_have_text(f"#{room}")
+    expect(room_button(page, room)).to_have_attribute("aria-current", "true")
+    # The people list of a fresh room is empty until the server's presence frame,
+    # which follows the replayed history: once we are listed, the join is complete.
+    expect(page.locator("#people li", has_text=exactly(me))).to_have_count(1)
+
+
+def switch_room(page: Page, room: str) -> None:
+    """Make `room` (already in the rooms list) the current one by clicking its button."""
+    room_button(page, room).click()
+    expect(page.locator("#room-title")).to_have_text(f"#{room}")
+    expect(room_button(page, room)).to_have_attribute("aria-current", "true")
+    expect(page.locator(f'#messages ol.room-log[data-room="{room}"]')).to_be_visible()
+
+
+def room_messages(page: Page, room: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = page.evaluate(_ROOM_MESSAGES_JS, room)
+    return result
+
+
+def wait_for_room_message(page: Page, room: str, user: str, text: str) -> None:
+    page.wait_for_function(_ROOM_HAS_MESSAGE_JS, arg=[room, user, text], timeout=TIMEOUT_MS)
+
+
+def expect_people(page: Page, names: list[str], timeout: float = TIMEOUT_MS) -> None:
+    """The current room's people list is exactly `names` (shown sorted)."""
+    expect(page.locator("#people li")).to_have_text(sorted(names), timeout=timeout)
