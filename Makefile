@@ -28,6 +28,10 @@ lint: $(STAMP)
 failover: system-run $(STAMP)
 	$(PY) -m bench.failover
 
+# Fan-out throughput, latency and CPU per delivery (issue: benchmarks).
+bench: system-run $(STAMP)
+	$(PY) -m bench.fanout
+
 system-run:
 	@stack/ensure-packages.sh $(RUN_PACKAGES)
 

@@ -163,7 +163,8 @@ def main() -> None:
                         type=lambda s: [float(x) for x in s.split(",")],
                         help="messages per second offered, step by step")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--drain", type=float, default=1.0)
+    parser.add_argument("--drain", type=float, default=10.0,
+                        help="after a step, wait at most this long for late deliveries")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     results = run(args)

@@ -24,6 +24,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from chatclient import HttpSession
 
 CONNECT_BATCH = 50  # clients logged in at once per worker
+QUIET_SECONDS = 0.5  # a step's deliveries are over when none came for this long
 MARK = '"text":"t='  # chat frames of the benchmark carry "t=<monotonic ns> ..."
 
 
@@ -116,6 +117,18 @@ async def publish(clients: list[Client], rate: float, seconds: float) -> dict[st
         sent += 1
 
 
+async def quiet(clients: list[Client], limit: float) -> None:
+    """Return once no client has received anything for QUIET_SECONDS, or after `limit`."""
+    deadline = time.monotonic() + limit
+    seen = -1
+    while time.monotonic() < deadline:
+        total = sum(c.received for c in clients)
+        if total == seen:
+            return
+        seen = total
+        await asyncio.sleep(QUIET_SECONDS)
+
+
 async def serve(plan: WorkerPlan, pipe: Connection) -> None:
     clients = [
         Client(i, plan.rooms[i % len(plan.rooms)])
@@ -137,8 +150,10 @@ async def serve(plan: WorkerPlan, pipe: Connection) -> None:
         cpu_before = sum(os.times()[:2])
         step_start = time.monotonic()
         sent_by_room = await publish(publishers, rate, seconds)
-        # Listen for the whole step (and the drain), publishing or not.
-        await asyncio.sleep(max(0.0, step_start + seconds - time.monotonic()) + drain)
+        # Listen for the whole step, publishing or not, then until deliveries
+        # stop arriving (at most `drain` seconds).
+        await asyncio.sleep(max(0.0, step_start + seconds - time.monotonic()))
+        await quiet(clients, drain)
         report = StepReport(
             received=sum(c.received for c in clients),
             sent_by_room=sent_by_room,
