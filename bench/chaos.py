@@ -12,12 +12,10 @@ import re
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack.run import Stack
+from stack.run import Stack, answers_ok
 from stack.settings import StackSettings
 
 # supervisord restarts a dead instance at once; it answers /healthz about a
@@ -127,7 +125,7 @@ class Chaos:
         deadline = time.monotonic() + HEALTHY_TIMEOUT_SECONDS
         for n in numbers:
             url = f"http://127.0.0.1:{ports[n - 1]}/healthz"
-            while not _answers_ok(url):
+            while not answers_ok(url):
                 action.down_seen |= self._state(n) == "DOWN"
                 if time.monotonic() > deadline:
                     action.ok, action.note = False, f"chat-{n} never answered /healthz"
@@ -152,14 +150,6 @@ def _states(stack: Stack) -> dict[str, str]:
         return stack.server_states()
     except OSError:
         return {}
-
-
-def _answers_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as reply:
-            return bool(reply.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def attach(url: str, var: Path, redis_url: str) -> Stack:

@@ -85,7 +85,9 @@ class Client:
                 return
             # Find the send time without a JSON parse: the load generator's
             # cost per frame should be as small as we can make it.
-            at = raw.find(MARK) if isinstance(raw, str) else -1
+            if not isinstance(raw, str):
+                continue
+            at = raw.find(MARK)
             if at < 0:
                 continue
             start = at + len(MARK)

@@ -80,7 +80,7 @@ class Stack:
         urls = [f"http://127.0.0.1:{p}/healthz" for p in self.settings.instance_ports()]
         urls.append(f"{self.url}/healthz")
         for url in urls:
-            while not _answers_ok(url):
+            while not answers_ok(url):
                 if self.process is not None and self.process.poll() is not None:
                     raise RuntimeError(f"supervisord exited; see {self.settings.var}/log")
                 if time.monotonic() > deadline:
@@ -124,7 +124,8 @@ class Stack:
                 pass
 
 
-def _answers_ok(url: str) -> bool:
+def answers_ok(url: str) -> bool:
+    """Whether `url` answers 200 within a second."""
     try:
         with urllib.request.urlopen(url, timeout=1) as reply:
             return bool(reply.status == 200)
