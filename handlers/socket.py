@@ -143,9 +143,11 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             elif isinstance(parsed, Join):
                 await self._join(parsed)
             elif isinstance(parsed, Leave):
-                await self.bus.leave(self, parsed.room)
+                # Forget the room for this login first, so a refresh racing
+                # the leave never brings it back.
                 if self.login_id:
                     await self.session_store.remove_room(self.login_id, parsed.room)
+                await self.bus.leave(self, parsed.room)
             elif isinstance(parsed, History):
                 await self._history(parsed)
             elif isinstance(parsed, Typing):

@@ -24,11 +24,13 @@ SESSION_ID_BYTES = 32
 # Move a session to a new id in one atomic step: the new key appears and the
 # old key disappears together, so no request ever sees both or neither.
 # KEYS[3], when given, is the login's pointer to its current session id: open
-# WebSockets follow a login across id regenerations through it.
+# WebSockets follow a login across id regenerations through it; KEYS[4] is the
+# login's room list, which lives as long as the session does.
 _REGENERATE_LUA = """
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 if KEYS[1] ~= KEYS[2] then redis.call('DEL', KEYS[1]) end
 if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2]) end
+if KEYS[4] then redis.call('EXPIRE', KEYS[4], ARGV[2]) end
 return 1
 """
 
@@ -74,7 +76,7 @@ class SessionStore:
         keys = [old_key, self.key(new_id)]
         login_id = data.get("login")
         if isinstance(login_id, str):
-            keys.append(self.login_key(login_id))
+            keys += [self.login_key(login_id), self.rooms_key(login_id)]
         await self._regenerate(keys=keys, args=[msgpack.packb(data), self.idle_ttl, new_id])
         return new_id
 
@@ -116,5 +118,6 @@ class SessionStore:
             alive = await self.redis.getex(key, ex=self.idle_ttl) is not None
             if alive:
                 await self.redis.expire(self.login_key(login_id), self.idle_ttl)
+                await self.redis.expire(self.rooms_key(login_id), self.idle_ttl)
             return alive
         return bool(await self.redis.exists(key))

@@ -26,8 +26,10 @@ READY_TIMEOUT_SECONDS = 60.0
 class Stack:
     """One running supervisord with everything under it."""
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: StackSettings, env: dict[str, str] | None = None) -> None:
+        """`env`: extra environment for this stack's processes only (e.g. CHAT_RATE_LIMIT)."""
         self.settings = settings
+        self.extra_env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.env: dict[str, str] = {}
 
@@ -36,7 +38,7 @@ class Stack:
         return f"http://127.0.0.1:{self.settings.http_port}"
 
     def start(self) -> None:
-        self.env = prepare(self.settings)
+        self.env = {**prepare(self.settings), **self.extra_env}
         supervisord = Path(sys.executable).parent / "supervisord"
         self.process = subprocess.Popen(
             [str(supervisord), "-c", str(PROJECT / "supervisord.conf")],

@@ -48,6 +48,7 @@
     current: LOBBY,
     outbox: loadOutbox(),    // [{cid, room, text}], oldest first
     lastTypingSent: 0,
+    pendingLeaves: new Set(),  // rooms left while offline
   };
 
   function newRoom(name) {
@@ -66,6 +67,7 @@
       people: new Set(),
       typists: new Map(),    // user -> timer
       confirmed: false,      // joined on the current socket (presence seen)
+      settled: false,        // joined once on this page: later replays are news, not the past
     };
   }
 
@@ -125,7 +127,9 @@
     r.log.append(messageNode(msg));
     stopTyping(r, msg.user);
     if (visible && (stick || msg.user === me)) messagesEl.scrollTop = messagesEl.scrollHeight;
-    if (!visible && msg.user !== me) {
+    // The first join's replay is the room's past (already read before a refresh):
+    // only what arrives after it, or is replayed on a resume, is unread.
+    if (!visible && msg.user !== me && r.settled) {
       r.unread += 1;
       renderRooms();
     }
@@ -254,6 +258,8 @@
   // Join what is not joined on this socket yet, then resend the outbox: the
   // server handles frames in order, so the joins land before the chats.
   function catchUp({ skipLobby = false } = {}) {
+    for (const name of state.pendingLeaves) send({ type: "leave", room: name });
+    state.pendingLeaves.clear();
     for (const r of state.rooms.values()) {
       if (!r.confirmed && !(skipLobby && r.name === LOBBY)) joinRoom(r.name);
     }
@@ -276,7 +282,7 @@
         state.attempt = 0;
         setStatus("online", "online");
         body.dataset.instance = frame.instance;
-        for (const name of frame.rooms || []) room(name);
+        for (const name of frame.rooms || []) if (!state.pendingLeaves.has(name)) room(name);
         for (const r of state.rooms.values()) r.confirmed = false;
         renderRooms();
         catchUp({ skipLobby: true });  // the server joins the lobby itself (?after=)
@@ -294,6 +300,7 @@
         const r = state.rooms.get(frame.room);
         if (!r) break;
         r.confirmed = true;
+        r.settled = true;
         r.people = new Set(frame.users);
         if (r.name === state.current) renderPeople();
         break;
@@ -431,7 +438,9 @@
   $("leave-room").addEventListener("click", () => {
     const name = state.current;
     if (name === LOBBY) return;
-    send({ type: "leave", room: name });
+    // Offline, the leave waits for the next connection (or that connection's
+    // hello would bring the room back).
+    if (!state.online || !send({ type: "leave", room: name })) state.pendingLeaves.add(name);
     const r = state.rooms.get(name);
     r.log.remove();
     for (const timer of r.typists.values()) clearTimeout(timer);
