@@ -328,3 +328,27 @@ async def test_rooms_come_back_after_refresh(pinned: Pinned, stack: Stack) -> No
     hello = await again.next_of("hello")
     assert hello["rooms"] == [rooms[1]]
     again.close()
+
+
+async def test_rooms_per_socket_limit(pinned: Pinned) -> None:
+    _, sock = await pinned(unique("many"), 1)
+    for _ in range(19):  # the lobby plus 19 more: the default 20
+        await join(sock, unique("r"))
+    await sock.send({"type": "join", "room": unique("r")})
+    refused = await sock.next_of("error")
+    assert refused["code"] == "bad_room" and "20 rooms" in refused["reason"]
+
+
+async def test_sockets_per_user_limit(stack: Stack) -> None:
+    http = HttpSession(f"http://127.0.0.1:{stack.settings.port_base + 1}")
+    await http.login(unique("tabs"))
+    socks = []
+    for _ in range(20):  # the default allows 20 on one instance
+        sock = await ChatSocket.connect(http)
+        await sock.next_of("hello")
+        socks.append(sock)
+    extra = await ChatSocket.connect(http)
+    assert await extra.closed() == 1008
+    for sock in socks:
+        sock.close()
+    http.close()
