@@ -16,10 +16,10 @@ from typing import Any
 
 import tornado.web
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 from tornado.options import define, options, parse_command_line
 
 from handlers import ROUTES, close_all_draining, wait_detached, watch_sessions

@@ -49,6 +49,7 @@
     outbox: loadOutbox(),    // [{cid, room, text}], oldest first
     lastTypingSent: 0,
     pendingLeaves: new Set(),  // rooms left while offline
+    unavailableTimer: null,    // the one pending retry after `unavailable`
   };
 
   function newRoom(name) {
@@ -323,12 +324,16 @@
           // Nothing was stored: a join or chat failed while Redis was away.
           // The lobby's automatic join may be among them, so retry what is
           // not confirmed, and the outbox.
+          // One retry timer however many frames were refused.
           setStatus("trouble", "chat is briefly unavailable; retrying…");
-          setTimeout(() => {
-            if (!state.online) return;
-            setStatus("online", "online");
-            catchUp();
-          }, UNAVAILABLE_RETRY_MS);
+          if (!state.unavailableTimer) {
+            state.unavailableTimer = setTimeout(() => {
+              state.unavailableTimer = null;
+              if (!state.online) return;
+              setStatus("online", "online");
+              catchUp();
+            }, UNAVAILABLE_RETRY_MS);
+          }
         } else {
           showNotice(state.current, "⚠ " + frame.reason);
         }
@@ -389,6 +394,8 @@
       if (state.ws !== ws) return;
       state.ws = null;
       state.online = false;
+      clearTimeout(state.unavailableTimer);
+      state.unavailableTimer = null;
       for (const r of state.rooms.values()) r.loadingHistory = false;
       if (event.code === CLOSE_SESSION_ENDED) {
         location.assign("/");

@@ -19,11 +19,11 @@ import json
 import os
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, Route, WebSocket, expect
 
 from stack.run import Stack
 from tests.browser_support import (
@@ -36,7 +36,6 @@ from tests.browser_support import (
     messages,
     open_user,
     say,
-    wait_for_message,
 )
 from tests.conftest import unique
 
@@ -101,6 +100,15 @@ def expect_pending(page: Page, text: str) -> None:
     assert text in stored
 
 
+# Makes this page's GET /session probes fail at once, as if the network were down.
+_PROBES_FAIL_JS = """() => {
+    const fetch = window.fetch;
+    window.fetch = (url, init) => String(url).endsWith('/session')
+        ? Promise.reject(new TypeError('network down (test)'))
+        : fetch(url, init);
+}"""
+
+
 class HeldProbes:
     """Holds the page's GET /session reconnect probes in flight (a slow network) until
     released, so the page stays offline for exactly as long as the test needs."""
@@ -108,16 +116,22 @@ class HeldProbes:
     def __init__(self, page: Page) -> None:
         self.page = page
         self.held: list[Route] = []
+        self.released = False
         page.route("**/session", self._hold)
 
     def _hold(self, route: Route) -> None:
-        self.held.append(route)  # neither continued nor aborted yet: the fetch waits
+        if self.released:
+            route.continue_()
+        else:
+            self.held.append(route)  # neither continued nor aborted yet: the fetch waits
 
     def release(self) -> None:
-        self.page.unroute("**/session")
+        # Continue before unrouting: unroute itself may continue (handle) what is held.
+        self.released = True
         for route in self.held:
             route.continue_()
         self.held.clear()
+        self.page.unroute("**/session")
 
 
 def chat_in_pairs(ann: Page, ann_name: str, bob: Page, bob_name: str, tag: str) -> tuple[str, str]:
@@ -132,10 +146,15 @@ def chat_in_pairs(ann: Page, ann_name: str, bob: Page, bob_name: str, tag: str) 
     return from_ann, from_bob
 
 
-def two_users(open_user: OpenUser, stack: Stack) -> tuple[Page, str, Page, str]:
+def two_users(
+    open_user: OpenUser, stack: Stack, watch_ann: Callable[[Page], None] | None = None
+) -> tuple[Page, str, Page, str]:
+    """Ann logged in on instance 1, bob on instance 2 (`watch_ann` sees ann's page first)."""
     ann_name, bob_name = unique("ann"), unique("bob")
     ann = open_user(1)
     bob = open_user(2)
+    if watch_ann is not None:
+        watch_ann(ann)
     log_in(ann, ann_name)
     log_in(bob, bob_name)
     expect_instance(ann, stack, 1)
@@ -240,64 +259,6 @@ def test_kill_9_of_ann_instance(restored: Stack, open_user: OpenUser) -> None:
     assert int(stack.ctl("pid", "chat:chat-1").strip()) not in (0, pid)  # restarted
 
 
-def test_redis_restart_keeps_both_logged_in_and_loses_nothing(
-    restored: Stack, open_user: OpenUser
-) -> None:
-    """Redis stops under two online users and comes back (AOF): both stay logged in, what
-    was typed meanwhile waits in the outbox and arrives once, with its original cid."""
-    stack = restored
-    ann, ann_name, bob, bob_name = two_users(open_user, stack)
-    first_ann, first_bob = chat_in_pairs(ann, ann_name, bob, bob_name, "before")
-    ann_sent, bob_sent = [first_ann], [first_bob]
-
-    # Watch the chat frames ann's page sends, to check resends keep their cid.
-    sent_cids: dict[str, set[str]] = {}
-
-    def on_frame(payload: str | bytes) -> None:
-        if isinstance(payload, str) and '"type":"chat"' in payload.replace(" ", ""):
-            frame = json.loads(payload)
-            sent_cids.setdefault(frame["text"], set()).add(frame["cid"])
-
-    ann.on("websocket", lambda ws: ws.on("framesent", on_frame))
-
-    assert "stopped" in stack.ctl("stop", "redis")
-    text_a = f"ann while redis is down {unique('t')}"
-    say(ann, text_a)
-    ann_sent.append(text_a)
-    text_b = f"bob while redis is down {unique('t')}"
-    say(bob, text_b)
-    bob_sent.append(text_b)
-    for page, text in ((ann, text_a), (bob, text_b)):
-        # Refused with `unavailable`: nothing stored, kept for a resend.
-        expect(page.locator("#status")).to_have_class(
-            re.compile(r"\bstatus-trouble\b"), timeout=FAILOVER_MS
-        )
-        expect_pending(page, text)
-        expect(page.locator("body")).to_have_class("chat-page")
-
-    assert "started" in stack.ctl("start", "redis")
-    stack.wait_ready()
-    wait_delivered(bob, ann_name, text_a)
-    wait_delivered(ann, bob_name, text_b)
-    expect_outbox_drained(ann)
-    expect_outbox_drained(bob)
-
-    for page, name in ((ann, ann_name), (bob, bob_name)):
-        expect_back_online(page, name)  # never sent to the login page
-        assert page.request.get("/session").json()["user"] == name  # the session survived
-    more_ann, more_bob = chat_in_pairs(ann, ann_name, bob, bob_name, "after redis")
-    ann_sent.append(more_ann)
-    bob_sent.append(more_bob)
-    assert_exactly_once_in_order(ann, ann_name, ann_sent, bob, bob_name, bob_sent)
-    assert len(sent_cids[text_a]) == 1  # every resend carried the original cid
-
-    # And a reload finds the same login and the same history, once.
-    ann.reload()
-    expect_online(ann, ann_name)
-    assert texts_from(ann, ann_name) == ann_sent
-    assert texts_from(ann, bob_name) == bob_sent
-
-
 def test_reload_while_pinned_instance_is_dead(restored: Stack, open_user: OpenUser) -> None:
     """Kill -9 ann's instance and reload her page at once: HAProxy serves it from the other
     instance, still logged in, with the recent history, and she chats on."""
@@ -313,6 +274,8 @@ def test_reload_while_pinned_instance_is_dead(restored: Stack, open_user: OpenUs
     pid = int(stack.ctl("pid", "chat:chat-1").strip())
     os.kill(pid, signal.SIGKILL)
     response = ann.reload()
+    # A 502 here is HAProxy sending the request to the dying process, with no retry
+    # elsewhere: haproxy.cfg needs `retry-on conn-failure empty-response`.
     assert response is not None and response.status == 200
     expect(ann.locator("body")).to_have_class("chat-page")
     expect(ann.locator("#user")).to_have_count(0)
@@ -342,8 +305,10 @@ def test_typed_while_every_instance_is_down_is_sent_once_after(
     ann_sent, bob_sent = [first_ann], [first_bob]
 
     # Ann's page may not reconnect by itself in this test: her reload is what resends.
-    ann.route("**/session", lambda route: route.abort())
-    stack.ctl("stop", "chat:*")  # drains both: 1012, then every probe gets HAProxy's 503
+    # Her probes fail inside the page (not in a route: a route handler only runs when
+    # this thread calls Playwright, so a probe could wait there and then race the reload).
+    ann.evaluate(_PROBES_FAIL_JS)
+    assert "stopped" in stack.ctl("stop", "chat:*")  # drains both (1012); then HAProxy's 503s
     wait_offline(ann)
     wait_offline(bob)
     text_a = f"ann while everything is down {unique('t')}"
@@ -357,7 +322,6 @@ def test_typed_while_every_instance_is_down_is_sent_once_after(
 
     stack.ctl("start", "chat:*")
     stack.wait_ready()
-    ann.unroute("**/session")
     response = ann.reload()
     assert response is not None and response.status == 200
     expect_back_online(ann, ann_name)
@@ -371,4 +335,87 @@ def test_typed_while_every_instance_is_down_is_sent_once_after(
     ann_sent.append(more_ann)
     bob_sent.append(more_bob)
     assert_exactly_once_in_order(ann, ann_name, ann_sent, bob, bob_name, bob_sent)
-    wait_for_message(ann, ann_name, text_a)
+
+
+# Last in this file: a Redis restart leaves stale connections in the instances' pools.
+def test_redis_restart_keeps_both_logged_in_and_loses_nothing(
+    restored: Stack, open_user: OpenUser
+) -> None:
+    """Redis stops under two online users and comes back (AOF): both stay logged in, what
+    was typed meanwhile waits in the outbox and arrives once, with its original cid."""
+    stack = restored
+    # Every chat frame ann's page sends, as (text, cid): resends must keep their cid.
+    chat_frames: list[tuple[str, str]] = []
+    sockets: list[WebSocket] = []
+
+    def on_frame(payload: str | bytes) -> None:
+        frame = json.loads(payload)
+        if frame.get("type") == "chat":
+            chat_frames.append((frame["text"], frame["cid"]))
+
+    def on_socket(ws: WebSocket) -> None:
+        sockets.append(ws)
+        ws.on("framesent", on_frame)
+
+    def times_sent(text: str) -> int:
+        return sum(1 for sent, _ in chat_frames if sent == text)
+
+    ann, ann_name, bob, bob_name = two_users(
+        open_user, stack, lambda p: p.on("websocket", on_socket)
+    )
+    first_ann, first_bob = chat_in_pairs(ann, ann_name, bob, bob_name, "before")
+    ann_sent, bob_sent = [first_ann], [first_bob]
+
+    assert "stopped" in stack.ctl("stop", "redis")
+    down_a = [f"ann while redis is down {n} {unique('t')}" for n in (1, 2)]
+    for text in down_a:
+        say(ann, text)
+    ann_sent += down_a
+    down_b = f"bob while redis is down {unique('t')}"
+    say(bob, down_b)
+    bob_sent.append(down_b)
+    for page, text in ((ann, down_a[0]), (ann, down_a[1]), (bob, down_b)):
+        # Refused with `unavailable`: nothing stored, kept for a resend.
+        expect(page.locator("#status")).to_have_class(
+            re.compile(r"\bstatus-trouble\b"), timeout=FAILOVER_MS
+        )
+        expect_pending(page, text)
+    # A real outage: HAProxy sees both instances unhealthy, and ann's page has resent
+    # (and been refused) twice by itself. The pages stay as they are.
+    stack.wait_servers("DOWN", ["chat1", "chat2"])
+    for _ in range(20):  # bounded: one resend round every 2 s
+        if times_sent(down_a[0]) >= 3:
+            break
+        with sockets[-1].expect_event(
+            "framesent", predicate=lambda p: down_a[0] in str(p), timeout=FAILOVER_MS
+        ):
+            pass  # waits here, on leaving the block, for ann's next resend
+    assert times_sent(down_a[0]) >= 3
+    for page, pending in ((ann, down_a), (bob, [down_b])):
+        expect(page.locator("body")).to_have_class("chat-page")
+        for text in pending:
+            expect_pending(page, text)
+
+    assert "started" in stack.ctl("start", "redis")
+    stack.wait_ready()
+    for text in down_a:
+        wait_delivered(bob, ann_name, text)
+    wait_delivered(ann, bob_name, down_b)
+    expect_outbox_drained(ann)
+    expect_outbox_drained(bob)
+
+    for page, name in ((ann, ann_name), (bob, bob_name)):
+        expect_back_online(page, name)  # never sent to the login page
+        assert page.request.get("/session").json()["user"] == name  # the session survived
+    more_ann, more_bob = chat_in_pairs(ann, ann_name, bob, bob_name, "after redis")
+    ann_sent.append(more_ann)
+    bob_sent.append(more_bob)
+    assert_exactly_once_in_order(ann, ann_name, ann_sent, bob, bob_name, bob_sent)
+    for text in down_a:  # resent, and every resend carried the original cid
+        assert len({cid for sent, cid in chat_frames if sent == text}) == 1
+
+    # And a reload finds the same login and the same history, once.
+    ann.reload()
+    expect_online(ann, ann_name)
+    assert texts_from(ann, ann_name) == ann_sent
+    assert texts_from(ann, bob_name) == bob_sent
