@@ -66,7 +66,12 @@ def start_stack(instances: int) -> tuple[Stack, Path]:
     # A benchmark floods on purpose: no rate limit, for this stack only.
     stack = Stack(settings_on_free_ports(instances, var), env={"CHAT_RATE_LIMIT": "0"})
     stack.start()
-    stack.wait_ready()
+    try:
+        stack.wait_ready()
+    except BaseException:
+        stack.stop()  # never leave a half-started stack behind
+        shutil.rmtree(var, ignore_errors=True)
+        raise
     return stack, var
 
 
