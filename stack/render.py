@@ -28,7 +28,12 @@ def haproxy_config(settings: StackSettings) -> str:
         f"    server chat{n} 127.0.0.1:{port} cookie chat{n} check"
         for n, port in enumerate(settings.instance_ports(), start=1)
     )
-    filled = {"http_port": str(settings.http_port), "servers": servers, "var": str(settings.var)}
+    filled = {
+        "http_port": str(settings.http_port),
+        "servers": servers,
+        "var": str(settings.var),
+        "project": str(PROJECT),
+    }
     for name, value in filled.items():
         template = template.replace("{{" + name + "}}", value)
     return template

@@ -55,6 +55,14 @@ async def test_redis_outage_gives_503_and_unavailable_then_recovers(restored: St
     assert b"Traceback" not in page.body and b"redis" not in page.body.lower()
     probe = await direct.request("GET", "/session")
     assert probe.code == 503 and json.loads(probe.body)["status"] == 503
+    # Through the front door: once HAProxy marks every instance down, its own
+    # 503 page says the same thing.
+    front = HttpSession(stack.url)
+    await wait_status(front, "/", 503)
+    await asyncio.to_thread(stack.wait_servers, "DOWN", ["chat1", "chat2"])
+    page = await front.request("GET", "/")
+    assert page.code == 503 and b"briefly unavailable" in page.body
+    front.close()
 
     await ann.send({"type": "chat", "room": "lobby", "text": "during outage", "cid": "out-1"})
     refused = await ann.next_of("error", timeout=WAIT)
