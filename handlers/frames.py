@@ -67,7 +67,8 @@ def _room(obj: dict[str, object]) -> str:
     return room
 
 
-def _message_id(obj: dict[str, object], name: str) -> StreamId | None:
+def message_id(obj: dict[str, object], name: str) -> StreamId | None:
+    """The message id in field `name` of a frame (or query), None if absent."""
     value = obj.get(name)
     if value is None:
         return None
@@ -83,7 +84,7 @@ def _history(obj: dict[str, object]) -> History:
     limit = obj.get("limit", HISTORY_PAGE)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise FrameError("bad_frame", "'limit' must be a positive whole number")
-    return History(room=_room(obj), before=_message_id(obj, "before"),
+    return History(room=_room(obj), before=message_id(obj, "before"),
                    limit=min(limit, HISTORY_PAGE_MAX))
 
 
@@ -118,7 +119,7 @@ def parse_frame(raw: str | bytes, max_text: int = MAX_TEXT_CHARS) -> ClientFrame
     if kind == "chat":
         return _chat(obj, max_text)
     if kind == "join":
-        return Join(room=_room(obj), after=_message_id(obj, "after"))
+        return Join(room=_room(obj), after=message_id(obj, "after"))
     if kind == "leave":
         return Leave(room=_room(obj))
     if kind == "history":

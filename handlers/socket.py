@@ -13,13 +13,22 @@ from typing import Any
 import tornado.web
 import tornado.websocket
 from redis.exceptions import RedisError
-from tornado.iostream import StreamBufferFullError, StreamClosedError
+from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
 import metrics
 from handlers.base import set_security_headers
-from handlers.frames import Chat, FrameError, History, Join, Leave, Typing, parse_frame
+from handlers.frames import (
+    Chat,
+    FrameError,
+    History,
+    Join,
+    Leave,
+    Typing,
+    message_id,
+    parse_frame,
+)
 from handlers.limits import SocketLimits
-from pubsub import ChatBus, StreamId, frame, parse_id
+from pubsub import ChatBus, frame
 from sessions import SessionMixin, SessionStore
 
 log = logging.getLogger(__name__)
@@ -109,7 +118,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         self.strikes = []
         self.last_typing = {}
         self.active = False
-        stream = self.ws_connection.stream if self.ws_connection is not None else None
+        stream = self._stream()
         if stream is not None:
             stream.max_write_buffer_size = self.limits.slow_consumer_bytes
         self.bus.attach(self)
@@ -124,7 +133,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         # `/ws?after=ID` resumes the lobby from ID, like a join frame's `after`,
         # so a reconnecting client gets the lobby gap-free without a second join.
         try:
-            after = _after_argument(self.get_query_argument("after", None))
+            after = message_id({"after": self.get_query_argument("after", None) or None}, "after")
         except FrameError as error:
             self._refuse(error.code, error.reason)
             after = None
@@ -224,9 +233,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         the same str to every local socket, so it is framed once, not once
         per socket as `write_message` would.
         """
-        conn = self.ws_connection
-        stream = conn.stream if conn is not None else None
-        if conn is None or stream is None or conn.is_closing():
+        stream = self._stream()
+        if stream is None or self.ws_connection is None or self.ws_connection.is_closing():
             return
         try:
             stream.write(wire_frame(text))
@@ -239,8 +247,12 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             stream.close()
 
     def busy(self) -> bool:
-        stream = self.ws_connection.stream if self.ws_connection is not None else None
+        stream = self._stream()
         return stream is None or stream.writing()
+
+    def _stream(self) -> IOStream | None:
+        """The upgraded connection's stream, None before the upgrade or after close."""
+        return self.ws_connection.stream if self.ws_connection is not None else None
 
     def end_session(self) -> None:
         self.close(CLOSE_SESSION_ENDED, "session ended")
@@ -297,15 +309,6 @@ async def watch_sessions(store: SessionStore, interval: float) -> None:
                         sock.end_session()
         except (RedisError, OSError):
             log.warning("session check skipped: Redis unavailable")
-
-
-def _after_argument(value: str | None) -> StreamId | None:
-    if not value:
-        return None
-    try:
-        return parse_id(value)
-    except ValueError:
-        raise FrameError("bad_frame", "'after' is not a message id") from None
 
 
 # Detach tasks are kept referenced until done (asyncio holds tasks weakly).
