@@ -269,7 +269,9 @@
 
   function loadOlder() {
     const r = room(state.current);
-    if (!state.online || !r.more || r.loadingHistory || !r.oldestId) return;
+    // Not while the join's own history is still arriving: a scroll event from
+    // switching rooms would otherwise page back before the first page is in.
+    if (!state.online || !r.settled || !r.more || r.loadingHistory || !r.oldestId) return;
     r.loadingHistory = true;
     send({ type: "history", room: r.name, before: r.oldestId, limit: HISTORY_PAGE });
   }
