@@ -1,0 +1,363 @@
+"""Servers a benchmark runs against: chatfleet's stack, or the python-socketio peer.
+
+    target = start_target("chatfleet", 2, var)   # or "socketio"
+    try:
+        ...  # clients connect to target.url (HAProxy) or target.instance_urls
+    finally:
+        target.stop()
+
+Both kinds look the same to a bench tool: a HAProxy front URL, the direct URL
+of each process, the pids to read CPU from (server processes plus Redis), a
+way to kill one process with SIGKILL (it comes back by itself, as under
+supervisord), and `stop()`, which ends every process the target started, by
+pid. A chatfleet stack started here has the rate limit off: a benchmark
+floods on purpose. The peer can share a Redis another target started (`redis=`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from stack.ports import free_port, free_port_run, settings_on_free_ports
+from stack.run import Stack, answers_ok
+from stack.settings import PROJECT, StackSettings
+
+KINDS = ("chatfleet", "socketio")
+
+# A benchmark floods on purpose: no per-user rate limit (0 = off), for this
+# stack only. Callers may add more (e.g. for an idle or storm run).
+CHATFLEET_BENCH_ENV = {"CHAT_RATE_LIMIT": "0"}
+
+# Redis as supervisord.conf runs it for chatfleet (AOF, fsync every second),
+# so the peer pays the same Redis when it starts its own.
+REDIS_FLAGS = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+               "--daemonize", "no", "--protected-mode", "yes"]
+# The peer's pub/sub channel: its own name, so it never clashes with chatfleet's.
+PEER_CHANNEL = "bench-socketio"
+
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
+POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class RedisRef:
+    """A running Redis: its URL and the pid whose CPU it spends."""
+
+    url: str
+    pid: int
+
+
+class Target(Protocol):
+    """What every bench tool may use of a running server."""
+
+    @property
+    def protocol(self) -> str:
+        """"chatfleet" or "socketio": which wire protocol clients speak."""
+
+    @property
+    def url(self) -> str:
+        """HAProxy's front, http://127.0.0.1:PORT."""
+
+    @property
+    def instance_urls(self) -> list[str]:
+        """Each server process directly, instance 1 first."""
+
+    @property
+    def redis(self) -> RedisRef:
+        """The Redis the servers use."""
+
+    def instance_pids(self) -> list[int]:
+        """Pids of the server processes now, instance 1 first (0 while one is down)."""
+
+    def server_pids(self) -> list[int]:
+        """Server processes plus Redis: the CPU a benchmark charges to the server."""
+
+    def kill_instance(self, n: int) -> int:
+        """SIGKILL instance n (1-based); it is restarted like supervisord does. The old pid."""
+
+    def stop(self) -> None:
+        """Stop every process this target started (never a shared Redis it was given)."""
+
+
+def start_target(
+    kind: str,
+    instances: int,
+    var: Path,
+    *,
+    env: dict[str, str] | None = None,
+    redis: RedisRef | None = None,
+) -> Target:
+    """Start `instances` server processes of `kind` behind HAProxy; return once all are UP.
+
+    `var`: an empty folder for configs and logs. `env`: extra environment for
+    the server processes. `redis`: use this Redis instead of starting one.
+    """
+    if kind == "chatfleet":
+        return ChatfleetTarget.start(instances, var, env or {}, redis)
+    if kind == "socketio":
+        return SocketioTarget.start(instances, var, env or {}, redis)
+    raise ValueError(f"unknown target kind {kind!r}; one of {', '.join(KINDS)}")
+
+
+# -- chatfleet ------------------------------------------------------------------
+
+
+class ChatfleetTarget:
+    """chatfleet's own stack (supervisord, Redis, N Tornado processes, HAProxy)."""
+
+    protocol = "chatfleet"
+
+    def __init__(self, stack: Stack, shared_redis: RedisRef | None) -> None:
+        self.stack = stack
+        self.url = stack.url
+        self.instance_urls = [f"http://127.0.0.1:{p}" for p in stack.settings.instance_ports()]
+        self.redis = shared_redis or RedisRef(
+            stack.settings.effective_redis_url, _supervised_pid(stack, "redis"))
+
+    @classmethod
+    def start(cls, instances: int, var: Path, env: dict[str, str],
+              redis: RedisRef | None) -> ChatfleetTarget:
+        settings = settings_on_free_ports(instances, var)
+        if redis is not None:
+            settings = StackSettings(
+                http_port=settings.http_port, instances=instances,
+                port_base=settings.port_base, redis_port=settings.redis_port,
+                redis_url=redis.url, var=var,
+            )
+        stack = Stack(settings, env={**CHATFLEET_BENCH_ENV, **env})
+        stack.start()
+        try:
+            stack.wait_ready()
+            return cls(stack, redis)
+        except BaseException:
+            stack.stop()  # never leave a half-started stack behind
+            raise
+
+    def instance_pids(self) -> list[int]:
+        return [_supervised_pid(self.stack, f"chat:chat-{n}")
+                for n in range(1, self.stack.settings.instances + 1)]
+
+    def server_pids(self) -> list[int]:
+        return [pid for pid in self.instance_pids() if pid] + [self.redis.pid]
+
+    def kill_instance(self, n: int) -> int:
+        pid = _supervised_pid(self.stack, f"chat:chat-{n}")
+        if pid:
+            os.kill(pid, signal.SIGKILL)  # supervisord (autorestart) starts it again
+        return pid
+
+    def stop_instances(self) -> None:
+        """Stop the chat processes but keep Redis and HAProxy (a shared Redis stays up)."""
+        self.stack.ctl("stop", "chat:*")
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+
+def _supervised_pid(stack: Stack, program: str) -> int:
+    out = stack.ctl("pid", program).strip()
+    return int(out) if out.isdigit() else 0
+
+
+# -- the python-socketio peer ---------------------------------------------------------
+
+
+@dataclass
+class SocketioTarget:
+    """N `bench.peers.socketio_redis` processes and a HAProxy, started by pid here."""
+
+    var: Path
+    ports: list[int]
+    http_port: int
+    redis: RedisRef
+    env: dict[str, str]
+    own_redis: subprocess.Popen[bytes] | None = None
+    haproxy: subprocess.Popen[bytes] | None = None
+    peers: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
+    protocol: str = "socketio"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def instance_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{p}" for p in self.ports]
+
+    @classmethod
+    def start(cls, instances: int, var: Path, env: dict[str, str],
+              redis: RedisRef | None) -> SocketioTarget:
+        (var / "log").mkdir(parents=True, exist_ok=True)
+        taken: set[int] = set()
+        base = free_port_run(instances, taken)
+        target = cls(var=var, ports=[base + n for n in range(1, instances + 1)],
+                     http_port=free_port(taken), redis=redis or RedisRef("", 0),
+                     env={**os.environ, **env})
+        try:
+            if redis is None:
+                target._start_redis(free_port(taken))
+            target.peers = [target._spawn_peer(n) for n in range(1, instances + 1)]
+            (var / "peer-haproxy.cfg").write_text(peer_haproxy_config(target))
+            target.haproxy = _spawn(["haproxy", "-db", "-f", str(var / "peer-haproxy.cfg")],
+                                    var / "log" / "peer-haproxy.log", target.env)
+            target.wait_ready()
+        except BaseException:
+            target.stop()
+            raise
+        return target
+
+    def _start_redis(self, port: int) -> None:
+        folder = self.var / "redis"
+        folder.mkdir(exist_ok=True)
+        binary = shutil.which("redis-server") or "redis-server"
+        self.own_redis = _spawn(
+            [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
+             *REDIS_FLAGS], self.var / "log" / "redis.log", self.env)
+        self.redis = RedisRef(f"redis://127.0.0.1:{port}/0", self.own_redis.pid)
+        _wait_port(port, self.own_redis)
+
+    def _spawn_peer(self, n: int) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "bench.peers.socketio_redis",
+                   "--port", str(self.ports[n - 1]), "--redis-url", self.redis.url,
+                   "--channel", PEER_CHANNEL, "--name", f"peer{n}"]
+        return _spawn(command, self.var / "log" / f"peer-{n}.log", self.env)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Every peer answers /healthz, and HAProxy shows them all UP."""
+        deadline = time.monotonic() + timeout
+        for url in [*self.instance_urls, self.url]:
+            while not answers_ok(f"{url}/healthz"):
+                dead = [p for p in self.peers if p is not None and p.poll() is not None]
+                if dead or time.monotonic() > deadline:
+                    raise RuntimeError(f"{url} not healthy; see {self.var}/log")
+                time.sleep(POLL_SECONDS)
+        names = {f"peer{n}" for n in range(1, len(self.ports) + 1)}
+        while {k for k, v in self.server_states().items() if v == "UP"} != names:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"HAProxy shows {self.server_states()}")
+            time.sleep(POLL_SECONDS)
+
+    def server_states(self) -> dict[str, str]:
+        """HAProxy's view of each peer: {"peer1": "UP", ...}."""
+        try:
+            return haproxy_states(self.var / "peer-haproxy.sock", "peer_instances")
+        except OSError:
+            return {}
+
+    def instance_pids(self) -> list[int]:
+        return [p.pid if p is not None and p.poll() is None else 0 for p in self.peers]
+
+    def server_pids(self) -> list[int]:
+        return [pid for pid in self.instance_pids() if pid] + [self.redis.pid]
+
+    def kill_instance(self, n: int) -> int:
+        """SIGKILL peer n and start it again at once on its port (as supervisord would)."""
+        proc = self.peers[n - 1]
+        if proc is None:
+            return 0
+        proc.kill()
+        proc.wait()
+        self.peers[n - 1] = self._spawn_peer(n)
+        return proc.pid
+
+    def stop(self) -> None:
+        for proc in [self.haproxy, *self.peers, self.own_redis]:
+            if proc is not None:
+                _terminate(proc)
+
+
+def peer_haproxy_config(target: SocketioTarget) -> str:
+    """The front for the peer: like chatfleet's, minus stickiness.
+
+    Clients use the websocket transport only, so a Socket.IO session lives on
+    one TCP connection and never needs to come back to the same process.
+    """
+    servers = "\n".join(
+        f"    server peer{n} 127.0.0.1:{port} check"
+        for n, port in enumerate(target.ports, start=1))
+    return f"""# Rendered by bench/targets.py for one benchmark run.
+global
+    stats socket {target.var}/peer-haproxy.sock mode 600 level admin
+    log stderr format raw local0 warning
+
+defaults
+    mode http
+    log global
+    option dontlognull
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout tunnel 1h
+    timeout http-request 10s
+    option redispatch 1
+    retries 3
+
+frontend peer_front
+    bind 127.0.0.1:{target.http_port}
+    option forwardfor
+    default_backend peer_instances
+
+backend peer_instances
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri /healthz
+    http-check expect status 200
+    default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 2
+{servers}
+"""
+
+
+def haproxy_states(sock: Path, backend: str) -> dict[str, str]:
+    """`show stat` over HAProxy's admin socket: each server of `backend` and its state."""
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(5)
+        conn.connect(str(sock))
+        conn.sendall(b"show stat\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    states = {}
+    for row in csv.reader(data.decode().lstrip("# ").splitlines()):
+        if len(row) > 17 and row[0] == backend and row[1] not in ("FRONTEND", "BACKEND"):
+            states[row[1]] = row[17].split(" ")[0]
+    return states
+
+
+def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                cwd=PROJECT, start_new_session=True)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on {port} (pid {proc.pid})")
+        time.sleep(POLL_SECONDS)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it does not exit in time (this pid only)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
