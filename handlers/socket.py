@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 import urllib.parse
 from collections import Counter
@@ -28,6 +27,7 @@ from handlers.frames import (
     parse_frame,
 )
 from handlers.limits import SocketLimits
+from handlers.wire import wire_frame, write_now
 from pubsub import ChatBus, frame
 from sessions import SessionMixin, SessionStore
 
@@ -229,15 +229,14 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     def send_frame(self, text: str) -> None:
         """Queue a frame without waiting; a closed peer is simply skipped.
 
-        Writes pre-built WebSocket bytes straight to the stream: fan-out hands
-        the same str to every local socket, so it is framed once, not once
-        per socket as `write_message` would.
+        Fan-out hands the same str to every local socket: it is framed once
+        and written with one send per socket (handlers/wire.py).
         """
         stream = self._stream()
         if stream is None or self.ws_connection is None or self.ws_connection.is_closing():
             return
         try:
-            stream.write(wire_frame(text))
+            write_now(stream, wire_frame(text))
         except StreamClosedError:
             pass
         except StreamBufferFullError:
@@ -267,29 +266,6 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         task = asyncio.get_running_loop().create_task(self.bus.detach(self))
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
-
-
-# The last frame framed, by identity: fan-out sends one str object to every
-# member in a row, so all but the first socket reuse these bytes.
-_last_framed: tuple[str, bytes] = ("", b"")
-
-
-def wire_frame(text: str) -> bytes:
-    """`text` as one unmasked, uncompressed WebSocket text frame (RFC 6455 5.2)."""
-    global _last_framed
-    if _last_framed[0] is text:
-        return _last_framed[1]
-    payload = text.encode("utf-8")
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x81, size))
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, size)
-    wire = header + payload
-    _last_framed = (text, wire)
-    return wire
 
 
 async def watch_sessions(store: SessionStore, interval: float) -> None:
