@@ -1,15 +1,30 @@
-"""Prepare a state folder for supervisord: secret, rendered haproxy.cfg, environment."""
+"""Prepare a state folder for supervisord: secret, rendered haproxy.cfg, environment.
+
+haproxy.cfg is one template for both shapes: the one-box stack (servers on
+127.0.0.1) and the front door over several hosts (`stack.hosts`), so both get
+the same checks, stickiness and redispatch.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from stack.settings import PROJECT, StackSettings
 
 COOKIE_SECRET_BYTES = 32
+
+
+class Server(NamedTuple):
+    """One chat process as HAProxy sees it; `name` is also its stickiness cookie value."""
+
+    name: str
+    host: str
+    port: int
 
 
 def ensure_cookie_secret(var: Path) -> Path:
@@ -22,16 +37,20 @@ def ensure_cookie_secret(var: Path) -> Path:
     return path
 
 
-def haproxy_config(settings: StackSettings) -> str:
-    template = (PROJECT / "haproxy.cfg").read_text()
-    servers = "\n".join(
-        f"    server chat{n} 127.0.0.1:{port} cookie chat{n} check"
-        for n, port in enumerate(settings.instance_ports(), start=1)
+def server_lines(servers: Sequence[Server]) -> str:
+    """The backend's server lines: checked, and pinned by the `chatfleet_server` cookie."""
+    return "\n".join(
+        f"    server {s.name} {s.host}:{s.port} cookie {s.name} check" for s in servers
     )
+
+
+def fill_haproxy_template(bind: str, servers: Sequence[Server], var: Path) -> str:
+    """The project's haproxy.cfg with its front `bind`, its servers and its state folder."""
+    template = (PROJECT / "haproxy.cfg").read_text()
     filled = {
-        "http_port": str(settings.http_port),
-        "servers": servers,
-        "var": str(settings.var),
+        "bind": bind,
+        "servers": server_lines(servers),
+        "var": str(var),
         "project": str(PROJECT),
     }
     for name, value in filled.items():
@@ -39,21 +58,48 @@ def haproxy_config(settings: StackSettings) -> str:
     return template
 
 
+def local_servers(settings: StackSettings) -> list[Server]:
+    """chat1..chatN of one box, on its address."""
+    return [
+        Server(f"chat{n}", settings.address, port)
+        for n, port in enumerate(settings.instance_ports(), start=1)
+    ]
+
+
+def haproxy_config(settings: StackSettings) -> str:
+    return fill_haproxy_template(
+        f"127.0.0.1:{settings.http_port}", local_servers(settings), settings.var
+    )
+
+
 def prepare(settings: StackSettings) -> dict[str, str]:
     """Write what supervisord.conf refers to; return the environment it expands."""
     for sub in ("log", "redis"):
         (settings.var / sub).mkdir(parents=True, exist_ok=True)
     ensure_cookie_secret(settings.var)
-    (settings.var / "haproxy.cfg").write_text(haproxy_config(settings))
+    if settings.starts_haproxy:
+        (settings.var / "haproxy.cfg").write_text(haproxy_config(settings))
     env = dict(os.environ)
     env.update(
         CHAT_VAR=str(settings.var),
         CHAT_PYTHON=sys.executable,
         CHAT_INSTANCES=str(settings.instances),
         CHAT_PORT_BASE=str(settings.port_base),
+        CHAT_ADDRESS=settings.address,
         CHAT_REDIS_URL=settings.effective_redis_url,
         CHAT_REDIS_PORT=str(settings.redis_port),
         CHAT_START_REDIS="true" if settings.starts_redis else "false",
+        CHAT_START_HAPROXY="true" if settings.starts_haproxy else "false",
         CHAT_HTTP_PORT=str(settings.http_port),
+        CHAT_REDIS_SENTINEL_MASTER=settings.sentinel_master,
     )
+    # The instances read these themselves (supervisord hands its environment
+    # down); an empty one is dropped so a stale value in our own environment
+    # never points a stack at the wrong Redis.
+    for name, value in (("CHAT_REDIS_CLUSTER", settings.redis_cluster),
+                        ("CHAT_REDIS_SENTINELS", settings.redis_sentinels)):
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)
     return env

@@ -6,17 +6,17 @@ stack from the same supervisord.conf and haproxy.cfg.
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
+from stack.haproxy_stats import server_states, wait_server_states
 from stack.render import prepare
 from stack.settings import PROJECT, StackSettings
 
@@ -26,10 +26,20 @@ READY_TIMEOUT_SECONDS = 60.0
 class Stack:
     """One running supervisord with everything under it."""
 
-    def __init__(self, settings: StackSettings, env: dict[str, str] | None = None) -> None:
-        """`env`: extra environment for this stack's processes only (e.g. CHAT_RATE_LIMIT)."""
+    def __init__(
+        self,
+        settings: StackSettings,
+        env: dict[str, str] | None = None,
+        wrapper: Sequence[str] = (),
+    ) -> None:
+        """`env`: extra environment for this stack's processes only (e.g. CHAT_RATE_LIMIT).
+
+        `wrapper`: a command supervisord is started under, e.g. `ip netns exec
+        NAME` for a "host" of the multi-host tests; it must exec, keeping the pid.
+        """
         self.settings = settings
         self.extra_env = env or {}
+        self.wrapper = list(wrapper)
         self.process: subprocess.Popen[bytes] | None = None
         self.env: dict[str, str] = {}
 
@@ -41,7 +51,7 @@ class Stack:
         self.env = {**prepare(self.settings), **self.extra_env}
         supervisord = Path(sys.executable).parent / "supervisord"
         self.process = subprocess.Popen(
-            [str(supervisord), "-c", str(PROJECT / "supervisord.conf")],
+            [*self.wrapper, str(supervisord), "-c", str(PROJECT / "supervisord.conf")],
             env=self.env,
             cwd=PROJECT,
             start_new_session=True,  # Ctrl-C reaches us, and we stop supervisord in order
@@ -49,38 +59,30 @@ class Stack:
 
     def server_states(self) -> dict[str, str]:
         """HAProxy's view of each chat instance: {"chat1": "UP", "chat2": "DOWN", ...}."""
-        with socket.socket(socket.AF_UNIX) as conn:
-            conn.settimeout(5)
-            conn.connect(str(self.settings.var / "haproxy.sock"))
-            conn.sendall(b"show stat\n")
-            data = b""
-            while chunk := conn.recv(65536):
-                data += chunk
-        states = {}
-        for row in csv.reader(data.decode().lstrip("# ").splitlines()):
-            if len(row) > 17 and row[0] == "chat_instances" and row[1].startswith("chat"):
-                states[row[1]] = row[17].split(" ")[0]
-        return states
+        return server_states(self.settings.var / "haproxy.sock")
 
     def wait_servers(self, want: str, names: list[str], timeout: float = 30.0) -> None:
         """Wait until HAProxy reports each of `names` in state `want` (UP, DOWN, ...)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                states = self.server_states()
-            except OSError:
-                states = {}
-            if all(states.get(name) == want for name in names):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"HAProxy servers {states}, wanted {names} {want}")
-            time.sleep(0.1)
+        wait_server_states(self.settings.var / "haproxy.sock", want, names, timeout)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
-        """Return once every instance is healthy and HAProxy sees them all UP."""
+        """Return once every instance is healthy and HAProxy (if it runs here) sees them all UP."""
         deadline = time.monotonic() + timeout
-        urls = [f"http://127.0.0.1:{p}/healthz" for p in self.settings.instance_ports()]
-        urls.append(f"{self.url}/healthz")
+        urls = self.instance_urls("/healthz")
+        if self.settings.starts_haproxy:
+            urls.append(f"{self.url}/healthz")
+        self._wait_healthy(urls, deadline)
+        if not self.settings.starts_haproxy:
+            return
+        everyone = [f"chat{n}" for n in range(1, self.settings.instances + 1)]
+        self.wait_servers("UP", everyone, max(1.0, deadline - time.monotonic()))
+
+    def instance_urls(self, path: str = "") -> list[str]:
+        """Each chat instance's own URL (on the stack's address), plus `path`."""
+        host = self.settings.address
+        return [f"http://{host}:{p}{path}" for p in self.settings.instance_ports()]
+
+    def _wait_healthy(self, urls: list[str], deadline: float) -> None:
         for url in urls:
             while not answers_ok(url):
                 if self.process is not None and self.process.poll() is not None:
@@ -88,8 +90,6 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{url} not healthy; see {self.settings.var}/log")
                 time.sleep(0.1)
-        everyone = [f"chat{n}" for n in range(1, self.settings.instances + 1)]
-        self.wait_servers("UP", everyone, max(1.0, deadline - time.monotonic()))
 
     def ctl(self, *args: str) -> str:
         """Run supervisorctl against this stack, e.g. ctl("restart", "chat:chat-1")."""
@@ -147,8 +147,12 @@ def main() -> None:
     assert stack.process is not None
     try:
         stack.wait_ready()
-        print(f"chatfleet is up: {stack.url}  ({settings.instances} instances; Ctrl-C stops)",
-              flush=True)
+        if settings.starts_haproxy:
+            print(f"chatfleet is up: {stack.url}  ({settings.instances} instances; Ctrl-C stops)",
+                  flush=True)
+        else:  # one host of several: the front door runs elsewhere
+            print(f"chatfleet host is up: {' '.join(stack.instance_urls())}  (Ctrl-C stops)",
+                  flush=True)
         stack.process.wait()
     except KeyboardInterrupt:
         print("\nstopping chatfleet…", flush=True)

@@ -12,10 +12,18 @@ PROJECT = Path(__file__).resolve().parent.parent
 # always another process to fail over to.
 MIN_INSTANCES = 2
 
+# The Sentinel master name chat_server.py follows unless told otherwise.
+DEFAULT_SENTINEL_MASTER = "chatfleet"
+
 
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     return int(value) if value else default
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    return default if not value else value in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -26,10 +34,19 @@ class StackSettings:
     redis_port: int = 6380
     redis_url: str = ""          # an outside Redis; empty: start our own on redis_port
     var: Path = PROJECT / "var"
+    # Many hosts (README: deploy shape): a chat host binds its own address and
+    # runs no HAProxy; the front door is rendered by `python -m stack.hosts`.
+    address: str = "127.0.0.1"
+    starts_haproxy: bool = True
+    # An outside Redis Cluster (seeds "host:port,...") or Sentinel set
+    # ("host:port,..." plus the master name); either means no Redis is started.
+    redis_cluster: str = ""
+    redis_sentinels: str = ""
+    sentinel_master: str = DEFAULT_SENTINEL_MASTER
 
     @property
     def starts_redis(self) -> bool:
-        return not self.redis_url
+        return not (self.redis_url or self.redis_cluster or self.redis_sentinels)
 
     @property
     def effective_redis_url(self) -> str:
@@ -47,4 +64,10 @@ class StackSettings:
             redis_port=_int("CHAT_REDIS_PORT", 6380),
             redis_url=os.environ.get("CHAT_REDIS_URL", "").strip(),
             var=Path(os.environ.get("CHAT_VAR", "").strip() or PROJECT / "var").resolve(),
+            address=os.environ.get("CHAT_ADDRESS", "").strip() or "127.0.0.1",
+            starts_haproxy=_bool("CHAT_START_HAPROXY", True),
+            redis_cluster=os.environ.get("CHAT_REDIS_CLUSTER", "").strip(),
+            redis_sentinels=os.environ.get("CHAT_REDIS_SENTINELS", "").strip(),
+            sentinel_master=(os.environ.get("CHAT_REDIS_SENTINEL_MASTER", "").strip()
+                             or DEFAULT_SENTINEL_MASTER),
         )
