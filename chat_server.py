@@ -78,8 +78,9 @@ define("rate_burst", default=int(os.environ.get("CHAT_RATE_BURST", RateLimit.bur
        help="messages a user may send at once before the rate applies")
 define("max_rooms_per_socket", default=SocketLimits.max_rooms_per_socket, type=int,
        help="rooms one WebSocket may join")
-define("max_sockets_per_user", default=SocketLimits.max_sockets_per_user, type=int,
-       help="WebSockets one user may hold open on one instance")
+define("max_sockets_per_user",
+       default=int(os.environ.get("CHAT_MAX_SOCKETS_PER_USER", SocketLimits.max_sockets_per_user)),
+       type=int, help="WebSockets one user may hold open on one instance")
 define("slow_consumer_bytes", default=SocketLimits.slow_consumer_bytes, type=int,
        help="unsent bytes after which a socket that stopped reading is cut off")
 define("max_frame_bytes", default=16 * 1024, type=int, help="largest WebSocket frame (close 1009)")
