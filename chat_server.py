@@ -15,11 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from tornado.options import define, options, parse_command_line
 
 from handlers import ROUTES, close_all_draining, wait_detached, watch_sessions
@@ -27,6 +22,8 @@ from handlers.frames import MAX_TEXT_CHARS
 from handlers.limits import SocketLimits
 from pubsub import ChatBus, Keys, RateLimit
 from pubsub.publish import DEFAULT_STREAM_MAXLEN
+from redisconn import RedisTarget, connect, is_cluster
+from redisconn.connect import DEFAULT_SENTINEL_MASTER
 from sessions import DEFAULT_IDLE_TTL_SECONDS, SessionStore
 
 HERE = Path(__file__).resolve().parent
@@ -41,14 +38,6 @@ SESSION_CHECK_SECONDS = 120.0
 WEBSOCKET_PING_INTERVAL_SECONDS = 25
 WEBSOCKET_PING_TIMEOUT_SECONDS = 20
 
-# Redis calls fail fast so a user gets `unavailable` or a 503 quickly, after
-# two quick retries that hide a single dropped connection.
-REDIS_SOCKET_TIMEOUT_SECONDS = 5
-REDIS_CONNECT_TIMEOUT_SECONDS = 2
-# When a dead instance's users all arrive here at once, requests queue for a
-# pooled connection (up to the wait) instead of failing with 503 at once.
-REDIS_MAX_CONNECTIONS = 100
-REDIS_POOL_WAIT_SECONDS = 2.0
 # Draining waits at most this long for closed sockets to leave their rooms.
 DETACH_WAIT_SECONDS = 5.0
 
@@ -59,7 +48,16 @@ define("port_base", default=0, type=int,
 define("instance_number", default=0, type=int, help="this process's number among N")
 define("address", default="127.0.0.1", help="address to listen on")
 define("redis_url", default=os.environ.get("CHAT_REDIS_URL", "redis://127.0.0.1:6380/0"),
-       help="Redis for sessions, history and fan-out")
+       help="Redis for sessions, history and fan-out (one server)")
+define("redis_cluster", default=os.environ.get("CHAT_REDIS_CLUSTER", ""),
+       help="seed nodes host:port,... of a Redis Cluster (instead of --redis-url)")
+define("redis_sentinels", default=os.environ.get("CHAT_REDIS_SENTINELS", ""),
+       help="Sentinels host:port,... watching the primary (instead of --redis-url)")
+define("redis_sentinel_master", default=os.environ.get("CHAT_REDIS_SENTINEL_MASTER",
+                                                       DEFAULT_SENTINEL_MASTER),
+       help="the primary's name at the Sentinels")
+define("redis_wait_replicas", default=int(os.environ.get("CHAT_REDIS_WAIT_REPLICAS", "0")),
+       type=int, help="ack a message only once this many replicas hold it (WAIT; not on a Cluster)")
 define("key_prefix", default=os.environ.get("CHAT_KEY_PREFIX", ""),
        help="prefix of every Redis key and channel (two deployments on one Redis)")
 define("cookie_secret_file", default=os.environ.get("CHAT_COOKIE_SECRET_FILE", ""),
@@ -102,20 +100,6 @@ def cookie_secret() -> str | None:
         if path.is_file():
             return path.read_text().strip() or None
     return None
-
-
-def connect_redis(url: str) -> Redis:
-    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=REDIS_MAX_CONNECTIONS,
-        timeout=REDIS_POOL_WAIT_SECONDS,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
-        retry=retry,
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
-    return Redis(connection_pool=pool)
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -173,10 +157,12 @@ async def main() -> None:
     port = options.port_base + options.instance_number if options.port_base else options.port
     instance = f"{socket.gethostname()}:{port}"
 
-    redis = connect_redis(options.redis_url)
-    keys = Keys(options.key_prefix)
+    target = RedisTarget(options.redis_url, options.redis_cluster, options.redis_sentinels,
+                         options.redis_sentinel_master)
+    redis = connect(target)
+    keys = Keys(options.key_prefix, sharded=is_cluster(redis))
     rate = RateLimit(per_window=options.rate_limit, burst=options.rate_burst)
-    bus = ChatBus(redis, instance, keys, options.stream_maxlen, rate)
+    bus = ChatBus(redis, instance, keys, options.stream_maxlen, rate, options.redis_wait_replicas)
     sessions = SessionStore(redis, options.key_prefix, options.session_idle_ttl)
     draining = asyncio.Event()
     app = make_app(bus, sessions, secret, instance, draining)
@@ -184,7 +170,8 @@ async def main() -> None:
     await bus.start()
     watcher = asyncio.create_task(watch_sessions(sessions, options.session_check_interval))
     server = app.listen(port, options.address, xheaders=True)
-    log.info("instance %s listening on %s:%d", instance, options.address, port)
+    log.info("instance %s listening on %s:%d, Redis: %s", instance, options.address, port,
+             target.describe())
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

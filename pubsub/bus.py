@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from typing import Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 import metrics
@@ -22,7 +22,9 @@ from pubsub.history import History
 from pubsub.keys import Keys
 from pubsub.presence import PRESENCE_REFRESH_SECONDS, Presence
 from pubsub.publish import DEFAULT_STREAM_MAXLEN, Published, Publisher, RateLimit
+from pubsub.sharded import ShardedSubscriber
 from pubsub.subscriber import REDIS_ERRORS, Subscriber
+from redisconn import RedisClient, ping
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +45,19 @@ class ChatBus:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         instance: str,
         keys: Keys | None = None,
         stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
         rate: RateLimit | None = None,
+        wait_replicas: int = 0,
     ) -> None:
+        """`keys.sharded` must be True exactly when `redis` is a Cluster client."""
         self.redis = redis
-        self.keys = keys or Keys()
+        self.keys = keys or Keys(sharded=isinstance(redis, RedisCluster))
+        assert self.keys.sharded == isinstance(redis, RedisCluster), "Keys(sharded=) mismatch"
         self.instance = instance
-        self.publisher = Publisher(redis, self.keys, stream_maxlen, rate)
+        self.publisher = Publisher(redis, self.keys, stream_maxlen, rate, wait_replicas)
         self.history = History(redis, self.keys)
         self.presence = Presence(redis, self.keys, instance)
         self.fanout = Fanout()
@@ -61,19 +66,23 @@ class ChatBus:
         self._local: Counter[tuple[str, str]] = Counter()
         self._rooms_by_channel: dict[bytes, str] = {}
         self._control = self.keys.control_channel().encode()
-        self.subscriber = Subscriber(
-            redis,
-            self.keys.canary_channel(instance),
-            self._on_message,
-            self._repair,
-            standing=(self.keys.control_channel(),),
-        )
+        self.subscriber: Subscriber | ShardedSubscriber
+        if isinstance(redis, RedisCluster):
+            self.subscriber = ShardedSubscriber(
+                redis, self.keys.canary_channel(instance), self._on_message, self._repair,
+                standing=(self.keys.control_channel(),),
+            )
+        else:
+            self.subscriber = Subscriber(
+                redis, self.keys.canary_channel(instance), self._on_message, self._repair,
+                standing=(self.keys.control_channel(),),
+            )
         self._refresher: asyncio.Task[None] | None = None
 
     async def trouble(self) -> str | None:
         """Why this process cannot serve chat right now, or None when it can."""
         try:
-            await self.redis.ping()
+            await ping(self.redis)
         except (RedisError, OSError):
             return "redis unreachable"
         if not self.subscriber.connected:
@@ -105,7 +114,7 @@ class ChatBus:
 
     async def end_login(self, login_id: str) -> None:
         """Close every socket of this login on every instance."""
-        await self.redis.publish(self._control.decode(), pack({"t": "end", "login": login_id}))
+        await self._publish_live(self._control.decode(), pack({"t": "end", "login": login_id}))
 
     # -- rooms -----------------------------------------------------------
 
@@ -183,7 +192,14 @@ class ChatBus:
     async def publish_typing(self, room: str, user: str) -> None:
         """Tell the room `user` is typing: live only, never stored."""
         payload = pack({"t": "typing", "room": room, "user": user})
-        await self.redis.publish(self.keys.channel(room), payload)
+        await self._publish_live(self.keys.channel(room), payload)
+
+    async def _publish_live(self, channel: str, payload: bytes) -> None:
+        """PUBLISH, or SPUBLISH to the channel's shard on a Cluster."""
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.spublish(channel, payload)
+        else:
+            await self.redis.publish(channel, payload)
 
     # -- subscriber callbacks ---------------------------------------------
 

@@ -6,10 +6,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from pubsub.codec import StreamId, as_str, chat_frame, format_id, parse_id
 from pubsub.keys import Keys
+from redisconn import RedisClient
 
 # PROTOCOL.md: a join without `after` gets the room's most recent messages, up to 50.
 RECENT_ON_JOIN = 50
@@ -36,7 +35,7 @@ def _entry(room: str, raw_id: bytes | str, fields: dict[bytes, bytes]) -> Entry:
 class History:
     """Room history from Redis streams."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
 

@@ -14,6 +14,13 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Keys:
     prefix: str = ""
+    # On a Redis Cluster, room channels are shard channels (SPUBLISH and
+    # SSUBSCRIBE): a message goes only to the shard that owns the room.
+    sharded: bool = False
+
+    @property
+    def publish_command(self) -> str:
+        return "SPUBLISH" if self.sharded else "PUBLISH"
 
     def stream(self, room: str) -> str:
         return f"{self.prefix}chat:{{{room}}}:stream"
@@ -30,15 +37,21 @@ class Keys:
     def presence_of(self, room: str, user: str) -> str:
         return f"{self.prefix}chat:{{{room}}}:presence:{user}"
 
-    def rate(self, user: str) -> str:
-        """A user's chat rate bucket, shared by every room and instance.
+    def rate(self, user: str, room: str) -> str:
+        """A user's chat rate bucket, shared by every instance.
 
-        Not room-tagged on purpose: a flood spread over rooms must not help.
+        One Redis: one bucket per user over all rooms, so a flood spread over
+        rooms does not help. A Cluster: per user and room, in the room's
+        slot, so publishing stays one script on one shard; a flood then gets
+        at most `max_rooms_per_socket` times the rate, and the per-socket
+        strikes still close an abuser's socket.
         """
+        if self.sharded:
+            return f"{self.prefix}chat:{{{room}}}:rate:{user}"
         return f"{self.prefix}rate:{{{user}}}"
 
     def control_channel(self) -> str:
-        """Cluster-wide orders to every instance (end a session's sockets)."""
+        """Orders to every instance (end a session's sockets); a shard channel on a Cluster."""
         return f"{self.prefix}chat:control"
 
     def canary_channel(self, instance: str) -> str:

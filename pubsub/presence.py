@@ -14,10 +14,10 @@ in Lua on Redis's clock, so instances never disagree about time.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from pubsub.codec import as_str
 from pubsub.keys import Keys
+from pubsub.scripts import register
+from redisconn import RedisClient
 
 # A dead instance's users are shown as gone after at most this long.
 PRESENCE_TTL_SECONDS = 15
@@ -40,7 +40,7 @@ local function sweep(now)
   for _, user in ipairs(gone) do
     redis.call('ZREM', KEYS[1], user)
     redis.call('DEL', KEYS[1] .. ':' .. user)
-    redis.call('PUBLISH', KEYS[2], cmsgpack.pack({t = 'left', room = ARGV[1], user = user}))
+    redis.call(PUBLISH, KEYS[2], cmsgpack.pack({t = 'left', room = ARGV[1], user = user}))
   end
   return #gone
 end
@@ -55,7 +55,7 @@ local expiry = now + tonumber(ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[3], expiry)
 redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[2])
 if not present then
-  redis.call('PUBLISH', KEYS[2], cmsgpack.pack({t = 'joined', room = ARGV[1], user = ARGV[2]}))
+  redis.call(PUBLISH, KEYS[2], cmsgpack.pack({t = 'joined', room = ARGV[1], user = ARGV[2]}))
   return 1
 end
 return 0
@@ -105,13 +105,13 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 class Presence:
     """Room presence shared by all instances; this one speaks for `instance`."""
 
-    def __init__(self, redis: Redis, keys: Keys, instance: str) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, instance: str) -> None:
         self.keys = keys
         self.instance = instance
-        self._enter = redis.register_script(_ENTER_LUA)
-        self._exit = redis.register_script(_EXIT_LUA)
-        self._refresh = redis.register_script(_REFRESH_LUA)
-        self._list = redis.register_script(_LIST_LUA)
+        self._enter = register(redis, keys, _ENTER_LUA)
+        self._exit = register(redis, keys, _EXIT_LUA)
+        self._refresh = register(redis, keys, _REFRESH_LUA)
+        self._list = register(redis, keys, _LIST_LUA)
 
     def _room_keys(self, room: str) -> list[str]:
         return [self.keys.presence(room), self.keys.channel(room)]

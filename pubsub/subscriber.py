@@ -70,13 +70,26 @@ class Subscriber:
         on_message: MessageHandler,
         repair: RepairHandler,
         standing: tuple[str, ...] = (),
+        *,
+        sharded: bool = False,
+        on_lost: Callable[[], None] | None = None,
+        on_moved: Callable[[bytes], None] | None = None,
     ) -> None:
+        """`sharded`: room channels are shard channels (SSUBSCRIBE) of the node
+        `redis` talks to; `on_lost` hears of every lost connection and
+        `on_moved` of every channel whose slot the node gave away, so a
+        Cluster-wide owner can route them anew (pubsub/sharded.py)."""
         self.redis = redis
         self.canary = canary_channel.encode()
         self.on_message = on_message
         self.repair = repair
-        # The canary and `standing` channels stay subscribed for the process's life.
-        self.wanted: set[bytes] = {self.canary, *(name.encode() for name in standing)}
+        self.sharded = sharded
+        self.on_lost = on_lost
+        self.on_moved = on_moved
+        # The canary and `standing` channels stay subscribed (plain SUBSCRIBE)
+        # for the process's life; `wanted` are the room channels.
+        self.standing: set[bytes] = {self.canary, *(name.encode() for name in standing)}
+        self.wanted: set[bytes] = set() if sharded else set(self.standing)
         self.confirmed: set[bytes] = set()
         self.connected = False
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
@@ -114,8 +127,17 @@ class Subscriber:
         self.confirmed.discard(name)
         await self._send("unsubscribe", name)
 
+    def forget(self, channel: bytes) -> None:
+        """Stop wanting `channel` without telling the node (its slot lives elsewhere now)."""
+        self.wanted.discard(channel)
+        self.confirmed.discard(channel)
+        if self._pubsub is not None:
+            self._pubsub.shard_channels.pop(channel, None)  # not resubscribed on reconnect
+
     async def _send(self, command: str, name: bytes) -> None:
         """(Un)subscribe on the live connection; if there is none, the reader will."""
+        if self.sharded:
+            command = "s" + command
         async with self._lock:
             if not self.connected or self._pubsub is None:
                 return
@@ -144,6 +166,8 @@ class Subscriber:
             self.confirmed.clear()
             await self._close_pubsub()
             RECONNECTS.inc()
+            if self.on_lost is not None:
+                self.on_lost()
             await asyncio.sleep(random.uniform(0, backoff))
             backoff = min(backoff * 2, BACKOFF_CAP_SECONDS)
 
@@ -152,7 +176,13 @@ class Subscriber:
         # connection on first use, and two first uses at once would make two.
         async with self._lock:
             self._pubsub = self.redis.pubsub()
-            await self._pubsub.subscribe(*self.wanted)
+            if self.sharded:
+                await self._pubsub.subscribe(*self.standing)
+                # One SSUBSCRIBE per channel: a call may only name channels of one slot.
+                for name in self.wanted:
+                    await self._pubsub.ssubscribe(name)
+            else:
+                await self._pubsub.subscribe(*self.wanted)
             self.connected = True
             self._last_canary = time.monotonic()
 
@@ -169,13 +199,13 @@ class Subscriber:
         kind = message["type"]
         channel = message["channel"]
         assert isinstance(channel, bytes)
-        if kind == "message":
+        if kind in ("message", "smessage"):
             data = message["data"]
             if channel == self.canary:
                 self._last_canary = time.monotonic()
             elif isinstance(data, bytes):
                 self.on_message(channel, data)
-        elif kind == "subscribe":
+        elif kind in ("subscribe", "ssubscribe"):
             if channel in self.wanted:
                 # Anything published before this confirmation may be missing
                 # here: read it from the stream before the next live message.
@@ -185,7 +215,12 @@ class Subscriber:
             for waiter in self._waiters.pop(channel, []):
                 if not waiter.done():
                     waiter.set_result(None)
-        elif kind == "unsubscribe" and channel not in self.wanted:
+        elif kind == "sunsubscribe" and channel in self.wanted and self.on_moved is not None:
+            # Not asked for: the node gave the channel's slot away (resharding,
+            # or it became a replica). Whoever owns it now takes it over.
+            self.forget(channel)
+            self.on_moved(channel)
+        elif kind in ("unsubscribe", "sunsubscribe") and channel not in self.wanted:
             self.confirmed.discard(channel)
 
     async def _send_canaries(self) -> None:

@@ -12,7 +12,9 @@ import secrets
 from typing import Any
 
 import msgpack
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from redisconn import RedisClient
 
 # A week of inactivity logs a user out: long enough for "remember me" chat use,
 # short enough that abandoned sessions do not pile up in Redis.
@@ -45,7 +47,7 @@ class SessionStore:
     """get / save / regenerate / destroy of sessions kept in Redis."""
 
     def __init__(
-        self, redis: Redis, prefix: str = "", idle_ttl: int = DEFAULT_IDLE_TTL_SECONDS
+        self, redis: RedisClient, prefix: str = "", idle_ttl: int = DEFAULT_IDLE_TTL_SECONDS
     ) -> None:
         self.redis = redis
         self.prefix = prefix
@@ -77,14 +79,31 @@ class SessionStore:
         login_id = data.get("login")
         if isinstance(login_id, str):
             keys += [self.login_key(login_id), self.rooms_key(login_id)]
-        await self._regenerate(keys=keys, args=[msgpack.packb(data), self.idle_ttl, new_id])
+        packed = msgpack.packb(data)
+        if isinstance(self.redis, RedisCluster):
+            await self._regenerate_in_steps(keys, packed, new_id)
+        else:
+            await self._regenerate(keys=keys, args=[packed, self.idle_ttl, new_id])
         return new_id
+
+    async def _regenerate_in_steps(self, keys: list[str], packed: bytes, new_id: str) -> None:
+        """On a Cluster the keys live on different shards, so no one script can
+        move them. The order keeps the guarantee that matters: the new id
+        exists before the old one goes, so no request ever sees neither."""
+        old_key, new_key, *login_keys = keys
+        await self.redis.set(new_key, packed, ex=self.idle_ttl)
+        if login_keys:
+            pointer, rooms = login_keys
+            await self.redis.set(pointer, new_id, ex=self.idle_ttl)
+            await self.redis.expire(rooms, self.idle_ttl)
+        if old_key != new_key:
+            await self.redis.delete(old_key)
 
     async def destroy(self, session_id: str, login_id: str | None = None) -> None:
         doomed = [self.key(session_id)]
         if login_id:
             doomed += [self.login_key(login_id), self.rooms_key(login_id)]
-        await self.redis.delete(*doomed)
+        await self.redis.delete(*doomed)  # a Cluster client splits it by slot
 
     def rooms_key(self, login_id: str) -> str:
         return f"{self.prefix}login:{login_id}:rooms"
