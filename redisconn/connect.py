@@ -72,7 +72,7 @@ def connect(target: RedisTarget) -> RedisClient:
             socket_timeout=SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
             max_connections=MAX_CONNECTIONS,
-            cluster_error_retry_attempts=CLUSTER_ATTEMPTS,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=CLUSTER_ATTEMPTS),
         )
     if target.sentinels:
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
