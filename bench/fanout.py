@@ -1,39 +1,51 @@
-"""fanout: how many deliveries a second chatfleet holds, at what latency and CPU cost.
+"""fanout: deliveries a second, latency and CPU cost of chatfleet and a python-socketio peer.
 
-    python -m bench.fanout                       # 400 clients, 1 room, 2 instances
-    python -m bench.fanout --clients 1000 --rooms 10 --rates 20,50,100,200
+    python -m bench.fanout                       # 400 clients, 1 room, 2 processes, both servers
+    python -m bench.fanout --servers chatfleet --clients 1000 --rooms 10 --rates 20,50,100
+    python -m bench.fanout --plot fanout.png     # also p99 vs delivered/s, both servers
 
-Starts its own stack (rate limit off), spreads C clients over the instances
-through HAProxy, and steps the publish rate up until p99 passes 100 ms or a
-delivery is lost. Per step it prints offered and delivered messages/s,
-p50/p99/p99.9 end-to-end latency, loss, and server CPU (chat processes and
-Redis, from /proc) per delivered message; the load generator's own CPU is
-shown too, so a reader can tell which side was the limit.
+For each server kind in `--servers` (chatfleet's stack, and the same chat on
+python-socketio + AsyncRedisManager, see bench/peers/) it starts N processes
+behind HAProxy, connects C clients through HAProxy with the same client code
+(bench/loadgen.py), and steps the publish rate up until p99 passes 100 ms or a
+delivery is lost. Both kinds use one Redis: the first server's.
+
+Per step: messages offered per second, deliveries offered and delivered per
+second, loss, p50/p99/p99.9 end-to-end latency, server CPU (server processes
+and Redis, from /proc) per delivered message, and the load generator's cores
+(all workers, and the busiest one: near 1.0 means the clients were the limit).
+A summary compares the kinds at the reference load and at their best step.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from bench.loadgen import StepReport, WorkerPlan, worker_main
-from stack.ports import settings_on_free_ports
-from stack.run import Stack
+from bench.targets import KINDS, RedisRef, Target, start_target
 
 P99_LIMIT_MS = 100.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The issue's reference load: 400 clients in one room, 2 processes, 50 msg/s.
+REFERENCE_RATE = 50.0
+WORKER_READY_TIMEOUT_SECONDS = 300.0
 
 
 @dataclass
 class StepResult:
-    rate: float
+    server: str
+    rate: float  # messages per second asked for
+    offered_s: float  # messages per second sent
     offered_deliveries_s: float
     delivered_s: float
     lost: int
@@ -42,17 +54,20 @@ class StepResult:
     p999_ms: float
     server_cpu_us_per_delivery: float
     server_cpu_share: float  # of one core
-    client_cpu_share: float
+    client_cpu_share: float  # all workers, of one core
+    busiest_worker_share: float
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.p99_ms <= P99_LIMIT_MS
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def server_pids(stack: Stack) -> list[int]:
-    names = [f"chat:chat-{n}" for n in range(1, stack.settings.instances + 1)] + ["redis"]
-    return [int(stack.ctl("pid", name).strip()) for name in names]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -61,120 +76,245 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def start_stack(instances: int) -> tuple[Stack, Path]:
-    var = Path(tempfile.mkdtemp(prefix="chatfleet-fanout-"))
-    # A benchmark floods on purpose: no rate limit, for this stack only.
-    stack = Stack(settings_on_free_ports(instances, var), env={"CHAT_RATE_LIMIT": "0"})
-    stack.start()
-    try:
-        stack.wait_ready()
-    except BaseException:
-        stack.stop()  # never leave a half-started stack behind
-        shutil.rmtree(var, ignore_errors=True)
-        raise
-    return stack, var
-
-
-def run(args: argparse.Namespace) -> list[StepResult]:
-    stack, var = start_stack(args.instances)
-    rooms = [f"bench{r}" for r in range(args.rooms)]
+def room_members(rooms: list[str], clients: int) -> dict[str, int]:
     members = {room: 0 for room in rooms}
-    for i in range(args.clients):
+    for i in range(clients):
         members[rooms[i % len(rooms)]] += 1
-    pipes = []
-    procs = []
+    return members
+
+
+def worker_plans(args: argparse.Namespace, target: Target, rooms: list[str]) -> list[WorkerPlan]:
+    """Clients and publishers split evenly over the workers."""
+    plans = []
+    for w in range(args.workers):
+        first = w * args.clients // args.workers
+        last = (w + 1) * args.clients // args.workers
+        publishers = (w + 1) * args.publishers // args.workers - w * args.publishers // args.workers
+        plans.append(WorkerPlan(
+            protocol=target.protocol, url=target.url, instances=len(target.instance_urls),
+            rooms=rooms, first_client=first, clients=last - first,
+            publishers=min(publishers, last - first)))
+    return plans
+
+
+Workers = tuple[list[Connection], list[multiprocessing.Process]]
+
+
+def start_workers(plans: list[WorkerPlan]) -> Workers:
+    pipes: list[Connection] = []
+    procs: list[multiprocessing.Process] = []
+    for plan in plans:
+        parent, child = multiprocessing.Pipe()
+        proc = multiprocessing.Process(target=worker_main, args=(plan, child), daemon=True)
+        proc.start()
+        pipes.append(parent)
+        procs.append(proc)
+    return pipes, procs
+
+
+def wait_ready(pipes: list[Connection]) -> None:
+    for pipe in pipes:
+        if not pipe.poll(WORKER_READY_TIMEOUT_SECONDS):
+            raise TimeoutError("a load-generator worker never got its clients connected")
+        answer = pipe.recv()
+        if answer != "ready":
+            raise RuntimeError(answer)
+
+
+def run_step(args: argparse.Namespace, kind: str, step: int, rate: float,
+             pipes: list[Connection], pids: list[int], members: dict[str, int]) -> StepResult:
+    """One rate for `args.seconds`: every worker publishes its share and counts."""
+    total_publishers = max(1, sum(args.publisher_shares))
+    before = sum(cpu_seconds(pid) for pid in pids)
+    started = time.monotonic()
+    for pipe, share in zip(pipes, args.publisher_shares, strict=True):
+        pipe.send(("step", step, rate * share / total_publishers, args.seconds, args.drain))
+    reports: list[StepReport] = [pipe.recv() for pipe in pipes]
+    elapsed = time.monotonic() - started
+    server_cpu = sum(cpu_seconds(pid) for pid in pids) - before
+    sent = sum(n for r in reports for n in r.sent_by_room.values())
+    expected = sum(n * members[room] for r in reports for room, n in r.sent_by_room.items())
+    received = sum(r.received for r in reports)
+    latencies = sorted(x for r in reports for x in r.latencies_ms)
+    return StepResult(
+        server=kind, rate=rate,
+        offered_s=sent / args.seconds,
+        offered_deliveries_s=expected / args.seconds,
+        delivered_s=received / args.seconds,
+        lost=max(0, expected - received),
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
+        p999_ms=percentile(latencies, 0.999),
+        server_cpu_us_per_delivery=server_cpu / max(1, received) * 1e6,
+        server_cpu_share=server_cpu / elapsed,
+        client_cpu_share=sum(r.cpu_seconds for r in reports) / elapsed,
+        busiest_worker_share=max(r.cpu_seconds for r in reports) / elapsed,
+    )
+
+
+def measure(args: argparse.Namespace, kind: str, target: Target) -> list[StepResult]:
+    """Connect the clients to `target` and step the rate up until it fails."""
+    rooms = [f"bench{r}" for r in range(args.rooms)]
+    members = room_members(rooms, args.clients)
+    plans = worker_plans(args, target, rooms)
+    args.publisher_shares = [p.publishers for p in plans]
+    pipes, procs = start_workers(plans)
+    results: list[StepResult] = []
     try:
-        per_worker = args.clients // args.workers
-        for w in range(args.workers):
-            plan = WorkerPlan(
-                url=stack.url, instances=args.instances, rooms=rooms,
-                first_client=w * per_worker,
-                clients=per_worker if w < args.workers - 1 else args.clients - w * per_worker,
-                publishers=args.publishers if w == 0 else 0,
-            )
-            parent, child = multiprocessing.Pipe()
-            proc = multiprocessing.Process(target=worker_main, args=(plan, child), daemon=True)
-            proc.start()
-            pipes.append(parent)
-            procs.append(proc)
-        for pipe in pipes:
-            answer = pipe.recv()
-            if answer != "ready":
-                raise RuntimeError(answer)
-        print(f"{args.clients} clients in {args.rooms} room(s) over {args.instances} instances; "
-              f"{args.publishers} publishers; {args.seconds:.0f} s per step", flush=True)
+        wait_ready(pipes)
+        print(f"\n{kind}: {args.clients} clients in {args.rooms} room(s) over "
+              f"{len(target.instance_urls)} processes; {sum(args.publisher_shares)} publishers; "
+              f"{args.seconds:.0f} s per step", flush=True)
         print(HEADER, flush=True)
-        pids = server_pids(stack)
-        results = []
-        for rate in args.rates:
-            before = [cpu_seconds(pid) for pid in pids]
-            started = time.monotonic()
-            for pipe in pipes:
-                pipe.send(("step", rate if pipe is pipes[0] else 0, args.seconds, args.drain))
-            reports: list[StepReport] = [pipe.recv() for pipe in pipes]
-            elapsed = time.monotonic() - started
-            server_cpu = sum(cpu_seconds(pid) for pid in pids) - sum(before)
-            sent_by_room = reports[0].sent_by_room
-            expected = sum(n * members[room] for room, n in sent_by_room.items())
-            received = sum(r.received for r in reports)
-            latencies = sorted(x for r in reports for x in r.latencies_ms)
-            result = StepResult(
-                rate=rate,
-                offered_deliveries_s=expected / args.seconds,
-                delivered_s=received / args.seconds,
-                lost=max(0, expected - received),
-                p50_ms=percentile(latencies, 0.50),
-                p99_ms=percentile(latencies, 0.99),
-                p999_ms=percentile(latencies, 0.999),
-                server_cpu_us_per_delivery=server_cpu / max(1, received) * 1e6,
-                server_cpu_share=server_cpu / elapsed,
-                client_cpu_share=sum(r.cpu_seconds for r in reports) / elapsed,
-            )
+        pids = target.server_pids()
+        for step, rate in enumerate(args.rates, start=1):
+            result = run_step(args, kind, step, rate, pipes, pids, members)
             results.append(result)
             print_row(result)
-            if result.p99_ms > P99_LIMIT_MS or result.lost:
+            if not result.ok:
                 break
         for pipe in pipes:
             pipe.send(("stop",))
-        return results
     finally:
         for proc in procs:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
-        stack.stop()
+                proc.join()
+    return results
+
+
+def run(args: argparse.Namespace) -> dict[str, list[StepResult]]:
+    """Every kind in `args.servers`, one after another, against one Redis; all stopped after."""
+    var = Path(tempfile.mkdtemp(prefix="chatfleet-fanout-"))
+    targets: list[Target] = []
+    results: dict[str, list[StepResult]] = {}
+    try:
+        redis: RedisRef | None = None
+        for kind in args.servers:
+            folder = var / kind
+            folder.mkdir()
+            target = start_target(kind, args.instances, folder, redis=redis)
+            targets.append(target)
+            redis = redis or target.redis
+            results[kind] = measure(args, kind, target)
+            target.stop_instances()  # idle processes would only add noise to the next kind
+    finally:
+        for target in reversed(targets):  # the Redis owner last
+            target.stop()
         shutil.rmtree(var, ignore_errors=True)
+    return results
 
 
-HEADER = (f"{'msg/s':>7} {'offered/s':>10} {'delivered/s':>11} {'lost':>5} {'p50 ms':>7} "
-          f"{'p99 ms':>7} {'p99.9 ms':>8} {'srv µs/dlv':>10} {'srv cores':>9} {'load cores':>10}")
+HEADER = (f"{'server':<9} {'msg/s':>6} {'offered/s':>10} {'delivered/s':>11} {'lost':>6} "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'srv µs/dlv':>10} {'srv cores':>9} "
+          f"{'load cores':>10} {'busiest wkr':>11}")
 
 
 def print_row(r: StepResult) -> None:
-    print(f"{r.rate:>7.0f} {r.offered_deliveries_s:>10.0f} {r.delivered_s:>11.0f} {r.lost:>5} "
-          f"{r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.p999_ms:>8.1f} "
-          f"{r.server_cpu_us_per_delivery:>10.1f} {r.server_cpu_share:>9.2f} "
-          f"{r.client_cpu_share:>10.2f}", flush=True)
+    print(f"{r.server:<9} {r.offered_s:>6.0f} {r.offered_deliveries_s:>10.0f} "
+          f"{r.delivered_s:>11.0f} {r.lost:>6} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} "
+          f"{r.p999_ms:>8.1f} {r.server_cpu_us_per_delivery:>10.1f} "
+          f"{r.server_cpu_share:>9.2f} {r.client_cpu_share:>10.2f} "
+          f"{r.busiest_worker_share:>11.2f}", flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def best(results: list[StepResult]) -> StepResult | None:
+    """The step with the most deliveries a second at p99 <= 100 ms and no loss."""
+    passing = [r for r in results if r.ok]
+    return max(passing, key=lambda r: r.delivered_s) if passing else None
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b and not math.isnan(a) and not math.isnan(b) else "n/a"
+
+
+def print_summary(results: dict[str, list[StepResult]], reference_rate: float) -> None:
+    print(f"\nsummary: at {reference_rate:.0f} msg/s, and each server's best step "
+          f"(p99 <= {P99_LIMIT_MS:.0f} ms, no loss)", flush=True)
+    print(HEADER)
+    at_reference = {k: next((r for r in rs if r.rate == reference_rate), None)
+                    for k, rs in results.items()}
+    for row in at_reference.values():
+        if row is not None:
+            print_row(row)
+    tops = {k: best(rs) for k, rs in results.items()}
+    for kind, top in tops.items():
+        print(f"{kind}: max delivered/s at p99 <= {P99_LIMIT_MS:.0f} ms and no loss: "
+              f"{top.delivered_s:,.0f}" if top else f"{kind}: no step passed")
+    if "chatfleet" in results and "socketio" in results:
+        ours, theirs = at_reference["chatfleet"], at_reference["socketio"]
+        if ours and theirs:
+            print("socketio / chatfleet, server CPU µs per delivery at the reference load: "
+                  + ratio(theirs.server_cpu_us_per_delivery, ours.server_cpu_us_per_delivery))
+        top_ours, top_theirs = tops["chatfleet"], tops["socketio"]
+        if top_ours and top_theirs:
+            print("chatfleet / socketio, max delivered/s: "
+                  + ratio(top_ours.delivered_s, top_theirs.delivered_s))
+
+
+def plot(results: dict[str, list[StepResult]], path: Path) -> None:
+    """p99 latency against delivered messages/s, one line per server kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for kind, rows in results.items():
+        ax.plot([r.delivered_s for r in rows], [r.p99_ms for r in rows], marker="o", label=kind)
+    ax.axhline(P99_LIMIT_MS, color="grey", linestyle="--", linewidth=1, label="100 ms")
+    ax.set_xlabel("delivered messages/s")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("fan-out: p99 latency vs deliveries")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_servers(text: str) -> list[str]:
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"servers are {', '.join(KINDS)}; got {text!r}")
+    return kinds
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--servers", type=parse_servers, default=list(KINDS),
+                        help="comma-separated server kinds, run in this order")
     parser.add_argument("--clients", type=int, default=400)
     parser.add_argument("--rooms", type=int, default=1)
-    parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--instances", type=int, default=2, help="server processes per kind")
     parser.add_argument("--publishers", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument("--rates", default="10,25,50,100,150,200,300",
                         type=lambda s: [float(x) for x in s.split(",")],
-                        help="messages per second offered, step by step")
+                        help="messages per second offered in total, step by step")
+    parser.add_argument("--reference-rate", type=float, default=REFERENCE_RATE,
+                        help="the step compared in the summary")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--drain", type=float, default=10.0,
                         help="after a step, wait at most this long for late deliveries")
     parser.add_argument("--json", type=Path, help="also write the rows here")
-    args = parser.parse_args()
+    parser.add_argument("--plot", type=Path, help="write a PNG of p99 vs delivered/s here")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     results = run(args)
+    print_summary(results, args.reference_rate)
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+        rows = {k: [asdict(r) for r in rs] for k, rs in results.items()}
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot(results, args.plot)
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,9 @@ class Target(Protocol):
     def kill_instance(self, n: int) -> int:
         """SIGKILL instance n (1-based); it is restarted like supervisord does. The old pid."""
 
+    def stop_instances(self) -> None:
+        """Stop the server processes only; Redis (perhaps shared) and HAProxy stay up."""
+
     def stop(self) -> None:
         """Stop every process this target started (never a shared Redis it was given)."""
 
@@ -158,7 +161,6 @@ class ChatfleetTarget:
         return pid
 
     def stop_instances(self) -> None:
-        """Stop the chat processes but keep Redis and HAProxy (a shared Redis stays up)."""
         self.stack.ctl("stop", "chat:*")
 
     def stop(self) -> None:
@@ -270,6 +272,11 @@ class SocketioTarget:
         proc.wait()
         self.peers[n - 1] = self._spawn_peer(n)
         return proc.pid
+
+    def stop_instances(self) -> None:
+        for proc in self.peers:
+            if proc is not None:
+                _terminate(proc)
 
     def stop(self) -> None:
         for proc in [self.haproxy, *self.peers, self.own_redis]:
