@@ -9,7 +9,7 @@ features as chatfleet's fan-out path and nothing more:
 - login: the user name in the Socket.IO connect auth (`{"user": NAME}`) or the
   query string (`?user=NAME`); the same 1-32 name rule as chatfleet. There is
   no password and no session store: a peer for measuring fan-out, not a product.
-- `join` {room}: enters the room, acknowledges with {room}, and tells the
+- `join` {room}: enters the room, acknowledges with {room, instance}, and tells the
   room `joined` {room, user} (as chatfleet does).
 - `chat` {room, text}: a member's text (at most 4,000 characters) is emitted
   to the whole room, on every process, as `chat` {room, user, text, ts}.
@@ -44,7 +44,7 @@ def user_of(environ: dict[str, Any], auth: Any) -> str | None:
     return name if isinstance(name, str) and NAME.fullmatch(name) else None
 
 
-def make_server(redis_url: str, channel: str) -> socketio.AsyncServer:
+def make_server(redis_url: str, channel: str, name: str) -> socketio.AsyncServer:
     manager = socketio.AsyncRedisManager(redis_url, channel=channel)
     sio = socketio.AsyncServer(
         async_mode="aiohttp", client_manager=manager, transports=["websocket"],
@@ -58,13 +58,14 @@ def make_server(redis_url: str, channel: str) -> socketio.AsyncServer:
         await sio.save_session(sid, {"user": user})
 
     async def join(sid: str, data: Any) -> dict[str, str] | None:
+        """Enter a room; the acknowledgement names this process (tests check the spread)."""
         room = data.get("room") if isinstance(data, dict) else None
         if not isinstance(room, str) or not NAME.fullmatch(room):
             return None
         user = (await sio.get_session(sid))["user"]
         await sio.enter_room(sid, room)
         await sio.emit("joined", {"room": room, "user": user}, room=room, skip_sid=sid)
-        return {"room": room}
+        return {"room": room, "instance": name}
 
     async def chat(sid: str, data: Any) -> None:
         if not isinstance(data, dict):
@@ -88,9 +89,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def make_app(redis_url: str, channel: str) -> web.Application:
+def make_app(redis_url: str, channel: str, name: str) -> web.Application:
     app = web.Application()
-    make_server(redis_url, channel).attach(app)
+    make_server(redis_url, channel, name).attach(app)
     app.router.add_get("/healthz", healthz)
     return app
 
@@ -102,11 +103,11 @@ def main() -> None:
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--channel", default="bench-socketio",
                         help="Redis pub/sub channel (keep it apart from other apps)")
-    parser.add_argument("--name", default="peer", help="shown in the log only")
+    parser.add_argument("--name", default="peer", help="this process's name (log, join ack)")
     args = parser.parse_args()
     print(f"{args.name} listening on {args.address}:{args.port}", flush=True)
-    web.run_app(make_app(args.redis_url, args.channel), host=args.address, port=args.port,
-                access_log=None, print=None)
+    app = make_app(args.redis_url, args.channel, args.name)
+    web.run_app(app, host=args.address, port=args.port, access_log=None, print=None)
 
 
 if __name__ == "__main__":
