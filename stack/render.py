@@ -17,6 +17,11 @@ from typing import NamedTuple
 from stack.settings import PROJECT, StackSettings
 
 COOKIE_SECRET_BYTES = 32
+# A tunnel whose data the server has not acknowledged for this long is cut, so
+# the browser reconnects elsewhere (a host that vanished sends no FIN; see
+# haproxy.cfg's srvtcpka for idle tunnels). On each server line because
+# HAProxy 2.6 takes `tcp-ut` from there but not from `default-server`.
+SERVER_TCP_USER_TIMEOUT = "10s"
 
 
 class Server(NamedTuple):
@@ -40,7 +45,9 @@ def ensure_cookie_secret(var: Path) -> Path:
 def server_lines(servers: Sequence[Server]) -> str:
     """The backend's server lines: checked, and pinned by the `chatfleet_server` cookie."""
     return "\n".join(
-        f"    server {s.name} {s.host}:{s.port} cookie {s.name} check" for s in servers
+        f"    server {s.name} {s.host}:{s.port} cookie {s.name} check"
+        f" tcp-ut {SERVER_TCP_USER_TIMEOUT}"
+        for s in servers
     )
 
 
