@@ -64,6 +64,7 @@ class SentinelSet:
         if binary is None:
             raise RuntimeError("redis-server is not installed (make run installs it)")
         deadline = time.monotonic() + timeout
+        self.folder.mkdir(parents=True, exist_ok=True)
         try:
             primary = self.data_ports[0]
             for port in self.data_ports:
