@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-server haproxy=haproxy
-TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium
+# The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`.
+TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools
 
 .PHONY: run test lint failover bench system-run system-test clean
 
