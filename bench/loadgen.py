@@ -72,6 +72,7 @@ class Tally:
 
     def __init__(self) -> None:
         self.step = 0
+        self.frames = 0  # every message, of any kind: the server is still busy
         self.received = 0
         self.stray = 0
         self.latencies_ns: list[int] = []
@@ -207,6 +208,7 @@ class Client:
         self.inbox: asyncio.Queue[bytes] | None = asyncio.Queue()
 
     def on_text(self, payload: bytes) -> None:
+        self.tally.frames += 1
         i = payload.find(b"~")
         if i < 0:
             if payload == EIO_PING and self.ws is not None:
@@ -322,11 +324,16 @@ async def publish(clients: list[Client], rate: float, seconds: float,
 
 
 async def quiet(tally: Tally, limit: float) -> None:
-    """Return once nothing was received for QUIET_SECONDS, or after `limit`."""
+    """Return once no message at all came for QUIET_SECONDS, or after `limit`.
+
+    Any message counts, not only this step's chats: a server still working
+    off a backlog (say, `joined` notices of the setup) may send the step's
+    chats after it, and those are late, not lost.
+    """
     deadline = time.monotonic() + limit
     seen = -1
-    while time.monotonic() < deadline and tally.received != seen:
-        seen = tally.received
+    while time.monotonic() < deadline and tally.frames != seen:
+        seen = tally.frames
         await asyncio.sleep(QUIET_SECONDS)
 
 
