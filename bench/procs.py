@@ -1,0 +1,78 @@
+"""What the idle and storm tools read about processes: RSS and CPU from /proc, the fd limit,
+and a target of their own (bench/targets.py, rate limit off) with its pids by role."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.targets import ChatfleetTarget, SocketioTarget, Target, start_target
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+# Enough descriptors for tens of thousands of sockets; the stack inherits it
+# (HAProxy sizes its maxconn from the limit it is given).
+WANTED_NOFILE = 200_000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds of several processes together."""
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size now (statm's second field, in pages)."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
+
+
+def raise_nofile(wanted: int = WANTED_NOFILE) -> int:
+    """Raise this process's (and its future children's) fd limit as far as allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):  # not root: the hard limit stays
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), max(hard, wanted)))
+        return wanted
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def haproxy_pid(target: Target) -> int:
+    """The pid of the HAProxy in front of `target` (0 if it has none running)."""
+    if isinstance(target, ChatfleetTarget):
+        out = target.stack.ctl("pid", "haproxy").strip()
+        return int(out) if out.isdigit() else 0
+    if isinstance(target, SocketioTarget) and target.haproxy is not None:
+        return target.haproxy.pid
+    return 0
+
+
+def roles(target: Target) -> dict[str, list[int]]:
+    """The target's processes by role: {"chat": [...], "haproxy": [pid], "redis": [pid]}."""
+    return {"chat": [p for p in target.instance_pids() if p],
+            "haproxy": [haproxy_pid(target)], "redis": [target.redis.pid]}
+
+
+@contextlib.contextmanager
+def bench_target(kind: str, instances: int,
+                 env: dict[str, str] | None = None) -> Iterator[Target]:
+    """Start a target of `kind` (rate limit off) in a fresh folder; stop it and remove it after."""
+    var = Path(tempfile.mkdtemp(prefix=f"chatfleet-bench-{kind}-"))
+    try:
+        target = start_target(kind, instances, var, env=env)
+        try:
+            yield target
+        finally:
+            target.stop()
+    finally:
+        shutil.rmtree(var, ignore_errors=True)
