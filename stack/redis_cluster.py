@@ -11,6 +11,7 @@ prints the seeds for CHAT_REDIS_CLUSTER and runs until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,9 @@ from stack.ports import port_is_free
 NODE_TIMEOUT_MS = 2000
 # A cluster node also listens on port + 10000 for the cluster bus.
 BUS_PORT_OFFSET = 10000
+# Redis waits 5 s by default before a first full sync, hoping more replicas
+# join it; ours all start together, so sync at once (seconds off every start).
+REPL_SYNC_DELAY_SECONDS = 0
 START_TIMEOUT_SECONDS = 30.0
 FAILOVER_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -86,7 +90,8 @@ def free_cluster_ports(host: str, count: int, taken: set[int] | None = None) -> 
     """`count` ports p with p and p + 10000 (the cluster bus) free on `host` and loopback."""
     taken = taken if taken is not None else set()
     ports: list[int] = []
-    for candidate in range(17000, 17000 + 20000 - BUS_PORT_OFFSET):
+    # Random order: two runs side by side rarely try the same ports first.
+    for candidate in random.sample(range(20000, 30000), 10000):
         if len(ports) == count:
             break
         pair = (candidate, candidate + BUS_PORT_OFFSET)
@@ -152,6 +157,7 @@ class RedisCluster:
                  "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                  "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                 "--repl-diskless-sync-delay", str(REPL_SYNC_DELAY_SECONDS),
                  "--protected-mode", "no", "--daemonize", "no"],
                 stdout=log, stderr=subprocess.STDOUT,
             )

@@ -31,6 +31,9 @@ QUORUM = 2  # of 3 sentinels
 # A write needs one replica that acknowledged the stream within this many seconds.
 MIN_REPLICAS_TO_WRITE = 1
 MIN_REPLICAS_MAX_LAG_SECONDS = 10
+# Redis waits 5 s by default before a first full sync, hoping more replicas
+# join it; ours all start together, so sync at once (seconds off every start).
+REPL_SYNC_DELAY_SECONDS = 0
 START_TIMEOUT_SECONDS = 30.0
 FAILOVER_WAIT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -84,6 +87,7 @@ class SentinelSet:
         folder.mkdir(parents=True, exist_ok=True)
         return ["--bind", HOST, "--port", str(port), "--dir", str(folder),
                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                "--repl-diskless-sync-delay", str(REPL_SYNC_DELAY_SECONDS),
                 "--min-replicas-to-write", str(MIN_REPLICAS_TO_WRITE),
                 "--min-replicas-max-lag", str(MIN_REPLICAS_MAX_LAG_SECONDS),
                 "--protected-mode", "no", "--daemonize", "no"]
