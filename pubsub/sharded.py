@@ -144,7 +144,9 @@ class ShardedSubscriber:
         for name in list(self.wanted):
             before = self.owner.get(name)
             sub = self._route(name)
-            if self.owner[name] != before:
+            # A new owner, or the same one after it said the slot was gone
+            # (our slot map may lag behind: it answers MOVED, and we come back).
+            if self.owner[name] != before or name not in sub.wanted:
                 log.info("channel %r now on %s", name, self.owner[name])
                 sub.wanted.add(name)
                 # Subscribes now if connected, else on connect; repair follows either way.
