@@ -11,7 +11,7 @@ RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-ser
 # The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`.
 TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools
 
-.PHONY: run test lint failover bench system-run system-test clean
+.PHONY: run test lint failover bench idle storm micro system-run system-test clean
 
 run: system-run $(STAMP)
 	$(PY) -m stack.run
@@ -32,6 +32,18 @@ failover: system-run $(STAMP)
 # Fan-out throughput, latency and CPU per delivery (issue: benchmarks).
 bench: system-run $(STAMP)
 	$(PY) -m bench.fanout
+
+# Memory and CPU of 10,000 idle logged-in WebSockets (issue: benchmarks).
+idle: system-run $(STAMP)
+	$(PY) -m bench.idle
+
+# 2,000 clients lose their instance to kill -9: resume times, loss (issue: benchmarks).
+storm: system-run $(STAMP)
+	$(PY) -m bench.storm
+
+# Microseconds per step of one delivery (issue: benchmarks).
+micro: system-run $(STAMP)
+	$(PY) -m bench.micro
 
 system-run:
 	@stack/ensure-packages.sh $(RUN_PACKAGES)
