@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -80,6 +81,20 @@ class FrontDoor:
 
     def wait_servers(self, want: str, names: list[str], timeout: float = 30.0) -> None:
         wait_server_states(self.stats_socket, want, names, timeout)
+
+    def wait_listening(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Return once HAProxy accepts connections (whether or not any server is UP yet)."""
+        deadline = time.monotonic() + timeout
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex((host, int(port))) == 0:
+                    return
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"haproxy exited; see {self.var}/log/haproxy.log")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.url} not listening; see {self.var}/log")
+            time.sleep(0.1)
 
     def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Return once HAProxy answers and sees every server UP."""

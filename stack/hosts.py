@@ -35,7 +35,7 @@ def run_front(door: FrontDoor) -> None:
     door.start()
     assert door.process is not None
     try:
-        door.wait_ready()
+        door.wait_listening()  # hosts may come up later; HAProxy's checks find them
         print(f"chatfleet front door is up: {door.url}  ({len(door.servers)} servers; "
               "Ctrl-C stops)", flush=True)
         door.process.wait()

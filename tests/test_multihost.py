@@ -12,6 +12,7 @@ everything is stopped by pid and deleted at the end, failed or not.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 from collections.abc import Iterator
@@ -184,7 +185,7 @@ async def test_host_cut_off_users_resume_on_the_others(fleet: Fleet) -> None:
                         "cid": typed})
         missed = [await say(bob, room, f"while away {i}") for i in range(5)]
         await ann.closed(timeout=CUT_OFF_CLOSE_SECONDS)  # the front door gave up on host 1
-        fleet.front.wait_servers("DOWN", fleet.servers_of(1))
+        await asyncio.to_thread(fleet.front.wait_servers, "DOWN", fleet.servers_of(1))
 
         back, replayed = await resume(ann_http, room, after=last)
         assert replayed == missed  # exactly what she missed: no gap, no repeat
