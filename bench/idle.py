@@ -1,25 +1,30 @@
-"""idle: what an idle logged-in WebSocket costs chatfleet in memory and CPU.
+"""idle: what an idle logged-in WebSocket costs in memory and CPU, chatfleet and the socketio peer.
 
-    python -m bench.idle                          # 10,000 sockets over 2 instances, via HAProxy
-    python -m bench.idle --sockets 2000 --window 60 --direct
+    python -m bench.idle                # 10,000 sockets over 2 instances via HAProxy, both servers
+    python -m bench.idle --sockets 2000 --window 60 --servers chatfleet --direct
 
-Starts its own stack (rate limit off), measures an empty baseline, then opens
-K logged-in WebSockets (each its own login, on one keep-alive connection
-that logs in and then upgrades; from several 127.0.0.x source addresses so
-the ephemeral port range is no limit). Prints, per role (chat processes,
-HAProxy, Redis): RSS before and after, RSS per socket, and the CPU over a
-measured window, with the empty baseline's CPU taken off.
+For each server (bench/targets.py: chatfleet's stack with the rate limit
+off, then the python-socketio peer), one after the other: measure an empty
+baseline, open K WebSockets from several 127.0.0.x source addresses (one
+address has only the ephemeral port range), let them idle, and print per
+role (app = the chat processes; HAProxy; Redis) the RSS before and after,
+RSS per socket, and the CPU over a measured window minus the baseline's.
+Then both servers side by side with the ratio.
 
-The server pings every socket every 25 s (a constant in chat_server.py, not
-configurable), and checks every login's session every 120 s
-(CHAT_SESSION_CHECK_SECONDS), so the default window is 120 s: about five
-pings per socket and exactly one session-check pass. A shorter window is
-cheaper and still sees the pings, but may miss (or catch) the check pass.
-Users share names in groups (`--sockets-per-user`; the stack gets
+A chatfleet socket is its own login: one keep-alive connection does
+`GET /`, `POST /login` and the upgrade, and waits for the lobby's presence.
+Logins share user names in groups (`--sockets-per-user`; the stack gets
 CHAT_MAX_SOCKETS_PER_USER to match): every user's first socket announces
-`joined` to the whole lobby and every join gets the lobby's user list, so
-K distinct names would cost K² frames while the sockets open. Each socket
-is still its own login with its own session.
+`joined` to the whole lobby, so K distinct names would cost K² frames to
+open. A socketio socket connects as its own user and joins a room of its
+own (the peer announces every join to the whole room).
+
+Both servers ping every socket every 25 s (chatfleet: a constant in
+chat_server.py, not configurable; python-socketio: its default), and
+chatfleet checks every login's session every 120 s
+(CHAT_SESSION_CHECK_SECONDS), so the default window is 120 s: about five
+pings per socket and one session-check pass. A shorter window still sees
+the pings but may miss (or catch) the check pass.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 
 from bench.procs import bench_target, cpu_of, raise_nofile, roles, rss_bytes
 from bench.rawws import ChatClient, Connection, HttpError, source_addresses
+from bench.sioclient import SioSocket, open_sio
 from bench.targets import Target
 
 # Connections being set up at once: enough to keep both instances busy,
@@ -41,7 +47,7 @@ OPEN_CONCURRENCY = 200
 # Sockets per source address: well inside one address's ephemeral port range.
 SOCKETS_PER_SOURCE = 5_000
 # After the last socket opened, wait this long for join notices to drain and
-# allocators to settle before reading RSS.
+# allocators to settle before reading RSS (--settle).
 SETTLE_SECONDS = 5.0
 READY_TIMEOUT_SECONDS = 60.0
 # A socket refused while the instances are busy (a 503 when a health check
@@ -53,7 +59,7 @@ PRESENCE_PREFIX = '{"type":"presence","room":"lobby"'
 
 @dataclass
 class IdleSocket:
-    """One idle client: its connection, whether its lobby join finished, frames seen."""
+    """One idle chatfleet client: its connection, whether its lobby join finished."""
 
     client: ChatClient
     conn: Connection | None = None
@@ -73,7 +79,43 @@ class IdleSocket:
 
     @property
     def open_now(self) -> bool:
-        return self.conn is not None and not self.conn.closed.done()
+        return self.ready.is_set() and self.conn is not None and not self.conn.closed.done()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+@dataclass
+class SioIdleSocket:
+    """One idle Socket.IO client: connected as its user and joined to a room of its own.
+
+    A room of its own, not one shared lobby: the peer announces every join to
+    the whole room, so K sockets in one room would cost K² frames to open.
+    """
+
+    url: str
+    source: str
+    ws: SioSocket | None = None
+    frames: int = 0
+
+    def on_event(self, payload: bytes) -> None:
+        self.frames += 1
+
+    async def open(self, user: str) -> None:
+        self.close()
+        self.ws = await open_sio(self.url, user, user, self.on_event, self.source)
+
+    @property
+    def open_now(self) -> bool:
+        return self.ws is not None and not self.ws.gone.done()
+
+    def close(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
+
+
+AnySocket = IdleSocket | SioIdleSocket
 
 
 @dataclass
@@ -106,34 +148,37 @@ class IdleResult:
     client_cores: float
 
 
-def plan_sockets(args: argparse.Namespace, target: Target) -> list[tuple[IdleSocket, str]]:
+def plan_sockets(args: argparse.Namespace, target: Target) -> list[tuple[AnySocket, str]]:
     """Each socket's client (pinned or direct, with a source address) and user name."""
     sources = source_addresses(max(1, math.ceil(args.sockets / SOCKETS_PER_SOURCE)))
-    plan = []
+    plan: list[tuple[AnySocket, str]] = []
     for i in range(args.sockets):
         # Consecutive sockets go to different instances, so all of them work
         # while the sockets open; a name's sockets stay on one instance.
         instance = i % args.instances
+        source = sources[i % len(sources)]
+        url = target.instance_urls[instance] if args.direct else target.url
+        if target.protocol == "socketio":
+            # No stickiness in the peer's HAProxy: round-robin spreads the sockets.
+            plan.append((SioIdleSocket(url, source), f"idle{i}"))
+            continue
         group = i // args.instances // args.sockets_per_user
-        if args.direct:
-            client = ChatClient(target.instance_urls[instance], sources[i % len(sources)])
-        else:
-            client = ChatClient(target.url, sources[i % len(sources)], pin=f"chat{instance + 1}")
-        plan.append((IdleSocket(client), f"idle{instance + 1}x{group}"))
+        pin = "" if args.direct else f"chat{instance + 1}"
+        plan.append((IdleSocket(ChatClient(url, source, pin)), f"idle{instance + 1}x{group}"))
     return plan
 
 
-async def open_all(plan: list[tuple[IdleSocket, str]]) -> None:
+async def open_all(plan: list[tuple[AnySocket, str]]) -> None:
     """Open every planned socket, OPEN_CONCURRENCY at a time (failures are printed)."""
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
-    async def one(sock: IdleSocket, user: str) -> bool:
+    async def one(sock: AnySocket, user: str) -> bool:
         async with gate:
             for attempt in range(OPEN_TRIES):
                 try:
                     await sock.open(user)
                     return True
-                except (OSError, TimeoutError, HttpError) as error:
+                except (OSError, TimeoutError, HttpError, ConnectionError) as error:
                     if attempt == OPEN_TRIES - 1:
                         print(f"  a socket of {user} failed: {type(error).__name__}: {error}")
                     await asyncio.sleep(RETRY_PAUSE_SECONDS)
@@ -168,10 +213,10 @@ async def measure(args: argparse.Namespace, target: Target) -> IdleResult:
     started = time.monotonic()
     await open_all(plan)
     open_seconds = time.monotonic() - started
-    opened = sum(1 for sock, _ in plan if sock.ready.is_set() and sock.open_now)
+    opened = sum(1 for sock, _ in plan if sock.open_now)
     print(f"opened {opened}/{args.sockets} sockets in {open_seconds:.1f} s; "
-          f"settling {SETTLE_SECONDS:.0f} s", flush=True)
-    await asyncio.sleep(SETTLE_SECONDS)
+          f"settling {args.settle:.0f} s", flush=True)
+    await asyncio.sleep(args.settle)
     rss_after = {role: rss_of(pids) for role, pids in by_role.items()}
     print(f"measuring {args.window:.0f} s of idle sockets (pings every 25 s)", flush=True)
     cores = await cores_over(by_role, args.window)
@@ -179,21 +224,43 @@ async def measure(args: argparse.Namespace, target: Target) -> IdleResult:
     rows = [RoleRow(role, rss_before[role], rss_after[role], opened, cores[role], baseline[role])
             for role in by_role]
     for sock, _ in plan:
-        if sock.conn is not None:
-            sock.conn.close()
-    return IdleResult("chatfleet", args.sockets, opened, still_open, open_seconds, args.window,
+        sock.close()
+    return IdleResult(target.protocol, args.sockets, opened, still_open, open_seconds, args.window,
                       rows, cores["client"])
 
 
-def run(args: argparse.Namespace) -> IdleResult:
-    """Start a stack, measure, stop it; print and return the result."""
+def run(args: argparse.Namespace) -> list[IdleResult]:
+    """For each server kind: start it, measure, stop it. Print each and the comparison."""
     raise_nofile()
-    # Thousands of sockets per user name: `joined` once per name, not per socket.
-    env = {"CHAT_MAX_SOCKETS_PER_USER": str(args.sockets_per_user)}
-    with bench_target("chatfleet", args.instances, env) as target:
-        result = asyncio.run(measure(args, target))
-    print_result(result)
-    return result
+    results = []
+    for kind in args.servers:
+        # Many sockets per user name: `joined` once per name, not per socket.
+        env = {"CHAT_MAX_SOCKETS_PER_USER": str(args.sockets_per_user)}
+        with bench_target(kind, args.instances, env if kind == "chatfleet" else None) as target:
+            result = asyncio.run(measure(args, target))
+        print_result(result)
+        results.append(result)
+    if len(results) > 1:
+        print_comparison(results)
+    return results
+
+
+def comparison_lines(r: IdleResult) -> dict[str, float]:
+    """The figures the comparison table puts side by side."""
+    lines = {f"{row.role} KB/socket": row.kb_per_socket for row in r.rows}
+    lines["all servers % core"] = 100 * sum(row.socket_cores for row in r.rows)
+    return lines
+
+
+def print_comparison(results: list[IdleResult]) -> None:
+    base = results[0]
+    columns = [comparison_lines(r) for r in results]
+    print(f"\n{'per idle socket':<20} " + " ".join(f"{r.server:>10}" for r in results)
+          + "".join(f" {r.server + '/' + base.server:>20}" for r in results[1:]))
+    for name, value in columns[0].items():
+        ratios = "".join(f" {c[name] / value if value else float('nan'):>20.2f}"
+                         for c in columns[1:])
+        print(f"{name:<20} " + " ".join(f"{c[name]:>10.2f}" for c in columns) + ratios)
 
 
 def print_result(r: IdleResult) -> None:
@@ -220,6 +287,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds of idle CPU measured (pings every 25 s, checks every 120 s)")
     parser.add_argument("--baseline", type=float, default=30.0,
                         help="seconds of empty-stack CPU measured first")
+    parser.add_argument("--settle", type=float, default=SETTLE_SECONDS,
+                        help="seconds between the last socket opening and reading RSS")
+    parser.add_argument("--servers", default="chatfleet,socketio", type=lambda v: v.split(","),
+                        help="which servers to measure, one after the other (bench/targets.py)")
     parser.add_argument("--direct", action="store_true",
                         help="connect to the instance ports, not through HAProxy")
     return parser.parse_args(argv)

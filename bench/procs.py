@@ -58,8 +58,11 @@ def haproxy_pid(target: Target) -> int:
 
 
 def roles(target: Target) -> dict[str, list[int]]:
-    """The target's processes by role: {"chat": [...], "haproxy": [pid], "redis": [pid]}."""
-    return {"chat": [p for p in target.instance_pids() if p],
+    """The target's processes by role: {"app": [...], "haproxy": [pid], "redis": [pid]}.
+
+    "app" is the chat processes: chatfleet's instances, or the socketio peers.
+    """
+    return {"app": [p for p in target.instance_pids() if p],
             "haproxy": [haproxy_pid(target)], "redis": [target.redis.pid]}
 
 

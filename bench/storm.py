@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -47,12 +48,17 @@ from redis.asyncio import Redis
 from bench.drill_client import FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS, stream_key
 from bench.procs import bench_target, cpu_of, raise_nofile, roles
 from bench.rawws import ChatClient, HttpError
+from bench.sioclient import SioSocket, open_sio
 from bench.targets import Target
 
 # Clients logging in at once before the storm (keeps listen backlogs from overflowing).
 OPEN_CONCURRENCY = 200
 READY_TIMEOUT_SECONDS = 60.0
+ROOM = "lobby"
 CHAT_PREFIX = '{"type":"chat","id":"'
+SIO_CHAT_PREFIX = b'42["chat"'
+MARK_TEXT = "storm message "
+SEQUENCE_MARK = MARK_TEXT.encode()
 PRESENCE_PREFIX = '{"type":"presence","room":"lobby"'
 ACK_PREFIX = '{"type":"ack"'
 # The publisher runs this long before the kill, so every client is receiving.
@@ -78,46 +84,39 @@ class Storm:
     failures: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass
-class StormClient:
-    """A lobby member that reconnects like static/chat.js and records every chat id."""
+Key = tuple[int, int]  # a message's order: the stream id, or (sequence number, 0)
 
-    client: ChatClient
-    user: str
-    storm: Storm
-    ids: list[str] = field(default_factory=list)
-    last: str | None = None
-    joined_at_key: tuple[int, int] = (0, 0)  # the last id it had when it became ready
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    displaced_at: float | None = None
-    resumed_at: float | None = None
-    waiting_resume: bool = False
-    logged_in: bool = False
 
-    def on_text(self, text: str) -> None:
-        if text.startswith(CHAT_PREFIX):
-            msg_id = text[len(CHAT_PREFIX):text.index('"', len(CHAT_PREFIX))]
-            self.ids.append(msg_id)
-            self.last = msg_id
-            if self.waiting_resume:
-                self.waiting_resume = False
-                self.resumed_at = time.monotonic()
-        elif text.startswith(PRESENCE_PREFIX) and not self.ready.is_set():
-            self.joined_at_key = stream_key(self.last) if self.last else (0, 0)
+class Member:
+    """A lobby member that reconnects like static/chat.js and records every message's key."""
+
+    def __init__(self, storm: Storm, user: str) -> None:
+        self.storm = storm
+        self.user = user
+        self.keys: list[Key] = []
+        self.joined_at_key: Key = (0, 0)  # the last key it had when it first became ready
+        self.ready = asyncio.Event()
+        self.displaced_at: float | None = None
+        self.resumed_at: float | None = None
+        self.waiting_resume = False
+
+    def record(self, key: Key) -> None:
+        self.keys.append(key)
+        if self.waiting_resume:
+            self.waiting_resume = False
+            self.resumed_at = time.monotonic()
+
+    def became_ready(self) -> None:
+        if not self.ready.is_set():
+            self.joined_at_key = self.keys[-1] if self.keys else (0, 0)
             self.ready.set()
 
     async def connect_once(self) -> asyncio.Future[None]:
-        """Log in (first time) or probe, then upgrade; the future resolves on close."""
-        conn = await self.client.open(self.on_text)
-        if self.logged_in:
-            await self.client.probe()
-        else:
-            await self.client.login(self.user)
-            self.logged_in = True
-        await self.client.upgrade(self.last)
-        if self.storm.killed_at is not None:
-            self.storm.handshakes.append(time.monotonic())
-        return conn.closed
+        """Connect and join the lobby; the future resolves when the connection closes."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     async def live(self) -> None:
         """Stay connected until the storm stops, backing off like chat.js between tries."""
@@ -125,6 +124,8 @@ class StormClient:
         while not self.storm.stopping:
             try:
                 closed = await self.connect_once()
+                if self.storm.killed_at is not None:
+                    self.storm.handshakes.append(time.monotonic())
                 failures = 0
                 await closed
                 if self.storm.stopping:
@@ -132,48 +133,164 @@ class StormClient:
                 if self.displaced_at is None and self.storm.killed_at is not None:
                     self.displaced_at = time.monotonic()
                     self.waiting_resume = True
-            except (OSError, TimeoutError, HttpError) as error:
+            except (OSError, TimeoutError, HttpError, ConnectionError) as error:
                 failures += 1
                 self.storm.failures[str(error) if isinstance(error, HttpError)
                                     else type(error).__name__] += 1
             await asyncio.sleep(random.uniform(
                 0, min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** failures)))
 
+
+class ChatfleetMember(Member):
+    """Logs in once; each reconnect is `GET /session`, then `/ws?after=<last id>`."""
+
+    def __init__(self, storm: Storm, user: str, client: ChatClient) -> None:
+        super().__init__(storm, user)
+        self.client = client
+        self.last: str | None = None
+        self.logged_in = False
+
+    def on_text(self, text: str) -> None:
+        if text.startswith(CHAT_PREFIX):
+            msg_id = text[len(CHAT_PREFIX):text.index('"', len(CHAT_PREFIX))]
+            self.last = msg_id
+            self.record(stream_key(msg_id))
+        elif text.startswith(PRESENCE_PREFIX):
+            self.became_ready()
+
+    async def connect_once(self) -> asyncio.Future[None]:
+        conn = await self.client.open(self.on_text)
+        if self.logged_in:
+            await self.client.probe()
+        else:
+            await self.client.login(self.user)
+            self.logged_in = True
+        await self.client.upgrade(self.last)
+        return conn.closed
+
     def close(self) -> None:
         if self.client.conn is not None:
             self.client.conn.close()
 
 
-@dataclass
+def sio_sequence(payload: bytes) -> int | None:
+    """The publisher's sequence number in a Socket.IO `chat` event, else None."""
+    if not payload.startswith(SIO_CHAT_PREFIX):
+        return None
+    at = payload.find(SEQUENCE_MARK)
+    if at < 0:
+        return None
+    start = at + len(SEQUENCE_MARK)
+    end = start
+    while end < len(payload) and payload[end:end + 1].isdigit():
+        end += 1
+    return int(payload[start:end])
+
+
+class SioMember(Member):
+    """First connects to instance 1 directly (the peer has no stickiness), later via HAProxy.
+
+    Socket.IO keeps no history: a reconnect joins the room again and hears
+    what is said from then on; what was said meanwhile is missed.
+    """
+
+    def __init__(self, storm: Storm, user: str, first_url: str, front_url: str) -> None:
+        super().__init__(storm, user)
+        self.first_url = first_url
+        self.front_url = front_url
+        self.ws: SioSocket | None = None
+
+    def on_event(self, payload: bytes) -> None:
+        seq = sio_sequence(payload)
+        if seq is not None:
+            self.record((seq, 0))
+
+    async def connect_once(self) -> asyncio.Future[None]:
+        url = self.front_url if self.ready.is_set() else self.first_url
+        self.ws = await open_sio(url, self.user, ROOM, self.on_event)
+        self.became_ready()
+        return self.ws.gone
+
+    def close(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
+
+
 class Publisher:
-    """Sends chats with a cid at a steady rate and records the acknowledged ids."""
+    """Says `storm message N` at a steady rate; `confirmed` holds the keys known stored/sent."""
 
-    client: ChatClient
-    acked: list[str] = field(default_factory=list)
-    errors: int = 0
-    sent: int = 0
-
-    def on_text(self, text: str) -> None:
-        if text.startswith(ACK_PREFIX):
-            self.acked.append(json.loads(text)["id"])
-        elif text.startswith('{"type":"error"'):
-            self.errors += 1
+    def __init__(self) -> None:
+        self.confirmed: list[Key] = []
+        self.sent = 0
 
     async def start(self) -> None:
-        await self.client.open(self.on_text)
-        await self.client.login("stormpub")
-        await self.client.upgrade()
+        raise NotImplementedError
+
+    def send(self, seq: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     async def run(self, rate: float, until: Callable[[], bool]) -> None:
         start = time.monotonic()
         while not until():
             due = start + self.sent / rate
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            assert self.client.conn is not None
-            self.client.conn.send_text(json.dumps(
-                {"type": "chat", "room": "lobby", "cid": f"storm-{self.sent}",
-                 "text": f"storm message {self.sent}"}))
+            self.send(self.sent)
             self.sent += 1
+
+
+class ChatfleetPublisher(Publisher):
+    """Sends with a cid; a message is confirmed by its ack (stored in the room's stream)."""
+
+    def __init__(self, client: ChatClient) -> None:
+        super().__init__()
+        self.client = client
+
+    def on_text(self, text: str) -> None:
+        if text.startswith(ACK_PREFIX):
+            self.confirmed.append(stream_key(json.loads(text)["id"]))
+
+    async def start(self) -> None:
+        await self.client.open(self.on_text)
+        await self.client.login("stormpub")
+        await self.client.upgrade()
+
+    def send(self, seq: int) -> None:
+        assert self.client.conn is not None
+        self.client.conn.send_text(json.dumps(
+            {"type": "chat", "room": ROOM, "cid": f"storm-{seq}", "text": f"{MARK_TEXT}{seq}"}))
+
+    def close(self) -> None:
+        if self.client.conn is not None:
+            self.client.conn.close()
+
+
+class SioPublisher(Publisher):
+    """Emits `chat`; a message is confirmed when it comes back to the publisher (the room echo)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.ws: SioSocket | None = None
+
+    def on_event(self, payload: bytes) -> None:
+        seq = sio_sequence(payload)
+        if seq is not None:
+            self.confirmed.append((seq, 0))
+
+    async def start(self) -> None:
+        self.ws = await open_sio(self.url, "stormpub", ROOM, self.on_event)
+
+    def send(self, seq: int) -> None:
+        assert self.ws is not None
+        self.ws.send(b"42" + json.dumps(
+            ["chat", {"room": ROOM, "text": f"{MARK_TEXT}{seq}"}]).encode())
+
+    def close(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
 
 
 @dataclass
@@ -214,11 +331,11 @@ def peak_per_second(times: list[float]) -> int:
     return best
 
 
-async def open_clients(clients: list[StormClient]) -> list[asyncio.Task[None]]:
+async def open_clients(clients: list[Member]) -> list[asyncio.Task[None]]:
     """Start every client's life; return once all are in the lobby."""
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
-    async def first(c: StormClient) -> None:
+    async def first(c: Member) -> None:
         async with gate:
             task = asyncio.create_task(c.live())
             tasks.append(task)
@@ -291,16 +408,14 @@ class SessionReads:
         return durations, rtts
 
 
-def losses(clients: list[StormClient], acked: list[str]) -> tuple[int, int, int]:
-    """(lost, repeated, reordered) over all clients, against the publisher's acked ids."""
-    keys = [(stream_key(a), a) for a in acked]
+def losses(members: list[Member], confirmed: list[Key]) -> tuple[int, int, int]:
+    """(lost, repeated, reordered) over all members, against the publisher's confirmed keys."""
     lost = repeated = reordered = 0
-    for c in clients:
-        got = set(c.ids)
-        lost += sum(1 for key, a in keys if key > c.joined_at_key and a not in got)
-        repeated += len(c.ids) - len(got)
-        order = [stream_key(i) for i in c.ids]
-        reordered += sum(1 for a, b in zip(order, order[1:], strict=False) if b < a)
+    for m in members:
+        got = set(m.keys)
+        lost += sum(1 for key in confirmed if key > m.joined_at_key and key not in got)
+        repeated += len(m.keys) - len(got)
+        reordered += sum(1 for a, b in zip(m.keys, m.keys[1:], strict=False) if b < a)
     return lost, repeated, reordered
 
 
@@ -312,66 +427,80 @@ async def wait_until(done: Callable[[], bool], timeout: float) -> None:
         await asyncio.sleep(POLL_SECONDS)
 
 
-async def storm_chatfleet(args: argparse.Namespace, target: Target) -> StormResult:
+def make_members(args: argparse.Namespace, target: Target,
+                 storm: Storm) -> tuple[list[Member], Publisher]:
+    """M members that start on instance 1, and a publisher on instance 2."""
+    members: list[Member] = []
+    if target.protocol == "socketio":
+        for i in range(args.clients):
+            members.append(SioMember(storm, f"storm{i}", target.instance_urls[0], target.url))
+        return members, SioPublisher(target.instance_urls[1])
+    for i in range(args.clients):
+        client = ChatClient(target.url, pin="chat1")
+        members.append(ChatfleetMember(storm, f"storm{i // args.sockets_per_user}", client))
+    return members, ChatfleetPublisher(ChatClient(target.url, pin="chat2"))
+
+
+async def run_storm(args: argparse.Namespace, target: Target) -> StormResult:
+    """Members on instance 1, a publisher on 2; SIGKILL 1; wait for resumes; count."""
     storm = Storm()
-    clients = [StormClient(ChatClient(target.url, pin="chat1"),
-                           f"storm{i // args.sockets_per_user}", storm)
-               for i in range(args.clients)]
-    publisher = Publisher(ChatClient(target.url, pin="chat2"))
+    members, publisher = make_members(args, target, storm)
     await publisher.start()
-    tasks = await open_clients(clients)
-    print(f"{len(clients)} clients in the lobby on instance 1; publishing {args.rate:g}/s",
-          flush=True)
+    tasks = await open_clients(members)
+    print(f"{target.protocol}: {len(members)} clients in the lobby on instance 1; "
+          f"publishing {args.rate:g}/s", flush=True)
     pub_task = asyncio.create_task(publisher.run(args.rate, lambda: storm.stopping))
     await asyncio.sleep(WARMUP_SECONDS)
-    reads = SessionReads(target.redis.url)
-    await reads.start()
-    survivors = {role: pids for role, pids in roles(target).items()}
-    survivors["chat"] = target.instance_pids()[1:]
+    # Only chatfleet has sessions; the peer keeps its users in memory.
+    reads = SessionReads(target.redis.url) if target.protocol == "chatfleet" else None
+    if reads is not None:
+        await reads.start()
+    survivors = dict(roles(target))
+    survivors["app"] = target.instance_pids()[1:]
     cpu_before = {role: cpu_of(pids) for role, pids in survivors.items()}
     client_before = sum(os.times()[:2])
     storm.killed_at = time.monotonic()
     target.kill_instance(1)
-    print("instance 1 killed (SIGKILL)", flush=True)
-    await wait_until(lambda: all(c.resumed_at for c in clients), args.timeout)
+    print(f"{target.protocol}: instance 1 killed (SIGKILL)", flush=True)
+    await wait_until(lambda: all(m.resumed_at for m in members), args.timeout)
     elapsed = time.monotonic() - storm.killed_at
     cores = {role: (cpu_of(pids) - cpu_before[role]) / elapsed
              for role, pids in survivors.items()}
     cores["client"] = (sum(os.times()[:2]) - client_before) / elapsed
-    getex, rtts = await reads.finish()
+    getex, rtts = await reads.finish() if reads is not None else ([], [])
     await asyncio.sleep(TAIL_SECONDS)
     storm.stopping = True
     await pub_task
-    await wait_until(lambda: len(publisher.acked) >= publisher.sent, DRAIN_SECONDS)
-    final = publisher.acked[-1] if publisher.acked else None
-    await wait_until(lambda: all(c.last == final for c in clients), DRAIN_SECONDS)
-    for c in clients:
-        c.close()
-    if publisher.client.conn is not None:
-        publisher.client.conn.close()
+    await wait_until(lambda: len(publisher.confirmed) >= publisher.sent, DRAIN_SECONDS)
+    final = publisher.confirmed[-1] if publisher.confirmed else None
+    await wait_until(lambda: all(m.keys and m.keys[-1] == final for m in members),
+                     DRAIN_SECONDS)
+    for m in members:
+        m.close()
+    publisher.close()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return summarize("chatfleet", clients, storm, getex, rtts, publisher, cores)
+    return summarize(target.protocol, members, storm, getex, rtts, publisher, cores)
 
 
-def summarize(server: str, clients: list[StormClient], storm: Storm, getex: list[float],
+def summarize(server: str, members: list[Member], storm: Storm, getex: list[float],
               rtts: list[float], publisher: Publisher, cores: dict[str, float]) -> StormResult:
     assert storm.killed_at is not None
     killed = storm.killed_at
-    back = [c.resumed_at - killed for c in clients if c.resumed_at is not None]
-    lost, repeated, reordered = losses(clients, publisher.acked)
-    whole = len(back) == len(clients)
+    back = [m.resumed_at - killed for m in members if m.resumed_at is not None]
+    lost, repeated, reordered = losses(members, publisher.confirmed)
+    whole = len(back) == len(members)
     return StormResult(
-        server=server, clients=len(clients),
-        displaced=sum(1 for c in clients if c.displaced_at is not None),
+        server=server, clients=len(members),
+        displaced=sum(1 for m in members if m.displaced_at is not None),
         resumed=len(back),
-        resume_p99_s=percentile(back, 0.99) if len(back) >= 0.99 * len(clients) else float("inf"),
+        resume_p99_s=percentile(back, 0.99) if len(back) >= 0.99 * len(members) else float("inf"),
         resume_all_s=max(back) if whole and back else float("inf"),
         peak_handshakes_s=peak_per_second(storm.handshakes),
         getex_exec_p99_us=percentile(getex, 0.99), getex_count=len(getex),
         probe_rtt_p99_ms=1000 * percentile(rtts, 0.99),
-        published=len(publisher.acked), lost=lost, repeated=repeated, reordered=reordered,
+        published=len(publisher.confirmed), lost=lost, repeated=repeated, reordered=reordered,
         failed_tries=dict(storm.failures), cores=cores,
     )
 
@@ -381,27 +510,53 @@ HEADER = (f"{'server':<10} {'clients':>7} {'resumed':>7} {'99% s':>6} {'100% s':
           f"{'published':>9} {'lost':>5} {'repeated':>8} {'reordered':>9}")
 
 
+def figure(value: float, digits: int) -> str:
+    """A number, or n/a where the server has nothing to measure (the peer has no sessions)."""
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
 def print_row(r: StormResult) -> None:
     print(f"{r.server:<10} {r.clients:>7} {r.resumed:>7} {r.resume_p99_s:>6.2f} "
-          f"{r.resume_all_s:>6.2f} {r.peak_handshakes_s:>9} {r.getex_exec_p99_us:>17.1f} "
-          f"{r.probe_rtt_p99_ms:>16.2f} {r.published:>9} {r.lost:>5} {r.repeated:>8} "
-          f"{r.reordered:>9}")
+          f"{r.resume_all_s:>6.2f} {r.peak_handshakes_s:>9} "
+          f"{figure(r.getex_exec_p99_us, 1):>17} {figure(r.probe_rtt_p99_ms, 2):>16} "
+          f"{r.published:>9} {r.lost:>5} {r.repeated:>8} {r.reordered:>9}")
+
+
+def print_details(r: StormResult) -> None:
     tries = ", ".join(f"{k} x{v}" for k, v in sorted(r.failed_tries.items())) or "none"
     cores = ", ".join(f"{k} {v:.2f}" for k, v in r.cores.items())
-    print(f"{'':<10} failed reconnect tries: {tries}; cores until all resumed: {cores}",
-          flush=True)
+    print(f"{r.server}: failed reconnect tries: {tries}")
+    print(f"{r.server}: cores from the kill until all resumed (survivors): {cores}")
+    if r.server == "socketio":
+        print("socketio: no history to resume from: 'lost' counts messages said while a "
+              "client was away (missed by design, not a bug of the peer)")
+
+
+def print_ratios(results: list[StormResult]) -> None:
+    base = results[0]
+    for r in results[1:]:
+        print(f"{r.server}/{base.server}: 99% resumed x{r.resume_p99_s / base.resume_p99_s:.2f}, "
+              f"100% resumed x{r.resume_all_s / base.resume_all_s:.2f}, "
+              f"peak handshakes/s x{r.peak_handshakes_s / max(1, base.peak_handshakes_s):.2f}")
 
 
 def run(args: argparse.Namespace) -> list[StormResult]:
-    """Start a stack, run the storm, stop it; print and return the rows."""
+    """For each server kind: start it, run the storm, stop it. Print the rows and the ratios."""
     raise_nofile()
-    env = {"CHAT_MAX_SOCKETS_PER_USER": str(args.sockets_per_user)}
-    with bench_target("chatfleet", args.instances, env) as target:
-        result = asyncio.run(storm_chatfleet(args, target))
+    results = []
+    for kind in args.servers:
+        env = {"CHAT_MAX_SOCKETS_PER_USER": str(args.sockets_per_user)}
+        with bench_target(kind, args.instances, env if kind == "chatfleet" else None) as target:
+            results.append(asyncio.run(run_storm(args, target)))
     print()
     print(HEADER)
-    print_row(result)
-    return [result]
+    for result in results:
+        print_row(result)
+    for result in results:
+        print_details(result)
+    if len(results) > 1:
+        print_ratios(results)
+    return results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -411,6 +566,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=5.0, help="messages a second published")
     parser.add_argument("--sockets-per-user", type=int, default=20,
                         help="clients (each its own login) sharing one user name")
+    parser.add_argument("--servers", default="chatfleet,socketio", type=lambda v: v.split(","),
+                        help="which servers to storm, one after the other (bench/targets.py)")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="give up waiting for resumes after this many seconds")
     return parser.parse_args(argv)
