@@ -35,6 +35,24 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def namespaces_fail() -> str | None:
+    """Try a namespace and a veth pair for real (root in a container may lack the
+    capabilities); None when both work, else why not. Deletes what it made."""
+    tag = uuid.uuid4().hex[:4]
+    ns, veth = f"cf{tag}probe", f"cf{tag}pr"
+    try:
+        ip("netns", "add", ns)
+    except RuntimeError as error:
+        return f"cannot make a network namespace: {error}"
+    try:
+        ip("link", "add", veth, "type", "veth", "peer", "name", f"cf{tag}pn", "netns", ns)
+    except RuntimeError as error:
+        return f"cannot make a veth pair: {error}"
+    finally:
+        ip("netns", "del", ns)  # takes the pair with it
+    return None
+
+
 def ip(*args: str) -> None:
     """Run one `ip` command; a failure raises with its message."""
     done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)

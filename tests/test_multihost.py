@@ -30,7 +30,7 @@ from stack.run import Stack
 from stack.settings import StackSettings
 from tests.conftest import unique
 from tests.fleet_support import chat_ids, id_key, instance_of, join, pinned_user, resume, say
-from tests.netns import HostNet, unavailable_reason
+from tests.netns import HostNet, namespaces_fail, unavailable_reason
 
 UNAVAILABLE = unavailable_reason()
 pytestmark = [
@@ -90,14 +90,18 @@ def stop_all(stacks: list[Stack]) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    cannot = namespaces_fail()
+    if cannot is not None:
+        pytest.skip(f"multi-host tests: {cannot}")
     root = tmp_path_factory.mktemp("multihost")
     net = HostNet(HOSTS)
     net.open()
-    cluster = RedisCluster(net.gateway, free_cluster_ports(net.gateway, 2 * PRIMARIES),
-                           root / "cluster")
+    cluster: RedisCluster | None = None
     hosts: list[Stack] = []
     front: FrontDoor | None = None
     try:
+        cluster = RedisCluster(net.gateway, free_cluster_ports(net.gateway, 2 * PRIMARIES),
+                               root / "cluster")
         cluster.start()
         env = {"CHAT_COOKIE_SECRET": secrets.token_urlsafe(32)}  # one secret on every host
         for i in range(1, HOSTS + 1):
@@ -107,9 +111,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             stack.start()
         for stack in hosts:
             stack.wait_ready()
-        servers = [Server(f"chat{n}", s.settings.address, port)
-                   for n, (s, port) in enumerate(
-                       ((s, p) for s in hosts for p in s.settings.instance_ports()), start=1)]
+        places = [(s.settings.address, port) for s in hosts for port in s.settings.instance_ports()]
+        servers = [Server(f"chat{n}", host, port) for n, (host, port) in enumerate(places, 1)]
         front = FrontDoor(f"127.0.0.1:{free_port()}", servers, root / "front")
         front.start()
         front.wait_ready()
@@ -118,11 +121,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         if front is not None:
             front.stop()
         stop_all(hosts)
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
         net.close()
 
 
-async def close_all(*things: HttpSession | ChatSocket) -> None:
+def close_all(*things: HttpSession | ChatSocket) -> None:
     for thing in things:
         thing.close()
 
@@ -140,7 +144,7 @@ async def test_users_on_different_hosts_chat(fleet: Fleet) -> None:
     for _, sock in users:
         await sock.next_of("chat", room=room, id=said[-1])
         assert chat_ids(sock, room) == said  # everyone, every host, same order
-    await close_all(*(t for pair in users for t in pair))
+    close_all(*(t for pair in users for t in pair))
 
 
 async def test_redis_primary_killed_replica_takes_over(fleet: Fleet) -> None:
@@ -165,7 +169,7 @@ async def test_redis_primary_killed_replica_takes_over(fleet: Fleet) -> None:
     back, replayed = await resume(ann_http, room, after=acked[2])
     assert replayed == acked[3:]
     assert sorted(acked, key=id_key) == acked
-    await close_all(ann, back, bob, ann_http, bob_http)
+    close_all(ann, back, bob, ann_http, bob_http)
 
 
 async def test_host_cut_off_users_resume_on_the_others(fleet: Fleet) -> None:
@@ -194,6 +198,6 @@ async def test_host_cut_off_users_resume_on_the_others(fleet: Fleet) -> None:
         seen = await bob.next_of("chat", room=room, id=resent)
         assert seen["text"] == "typed while cut off"
         assert chat_ids(bob, room) == [last, *missed, resent]  # stored once, in order
-        await close_all(ann, back, bob, ann_http, bob_http)
+        close_all(ann, back, bob, ann_http, bob_http)
     finally:
         fleet.net.mend(1)
