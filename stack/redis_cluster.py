@@ -175,6 +175,8 @@ class RedisCluster:
             raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
 
     def _answers(self, port: int) -> bool:
+        if self.processes[port].poll() is not None:  # e.g. its port or bus port is taken
+            raise RuntimeError(f"redis node {port} exited; see {self.folder / str(port)}")
         try:
             return bool(self.command(port, "PING"))
         except redis.RedisError:
