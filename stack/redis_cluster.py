@@ -90,8 +90,10 @@ def free_cluster_ports(host: str, count: int, taken: set[int] | None = None) -> 
     """`count` ports p with p and p + 10000 (the cluster bus) free on `host` and loopback."""
     taken = taken if taken is not None else set()
     ports: list[int] = []
-    # Random order: two runs side by side rarely try the same ports first.
-    for candidate in random.sample(range(20000, 30000), 10000):
+    # Below Linux's ephemeral range (32768+), bus ports included, so an outgoing
+    # connection cannot take one between this check and the node's bind; random
+    # order, so two runs side by side rarely try the same ports first.
+    for candidate in random.sample(range(10000, 20000), 10000):
         if len(ports) == count:
             break
         pair = (candidate, candidate + BUS_PORT_OFFSET)
