@@ -44,6 +44,8 @@ from bench.targets import Target
 # Connections being set up at once: enough to keep both instances busy,
 # few enough that no listen backlog overflows (a dropped SYN costs 1 s).
 OPEN_CONCURRENCY = 200
+# Descriptors HAProxy keeps for itself (listeners, checks, its admin socket, logs).
+HAPROXY_FD_RESERVE = 200
 # Sockets per source address: well inside one address's ephemeral port range.
 SOCKETS_PER_SOURCE = 5_000
 # After the last socket opened, wait this long for join notices to drain and
@@ -148,8 +150,20 @@ class IdleResult:
     client_cores: float
 
 
-def plan_sockets(args: argparse.Namespace, target: Target) -> list[tuple[AnySocket, str]]:
-    """Each socket's client (pinned or direct, with a source address) and user name."""
+def proxied_count(args: argparse.Namespace, nofile: int) -> int:
+    """How many sockets go through HAProxy: all, unless its fd limit cannot hold them.
+
+    HAProxy takes two descriptors per connection and sizes its maxconn from
+    the limit it inherits; the rest of the sockets go to the instances directly.
+    """
+    if args.direct:
+        return 0
+    return max(0, min(int(args.sockets), (nofile - HAPROXY_FD_RESERVE) // 2))
+
+
+def plan_sockets(args: argparse.Namespace, target: Target,
+                 proxied: int) -> list[tuple[AnySocket, str]]:
+    """Each socket's client (via HAProxy for the first `proxied`, else direct) and user name."""
     sources = source_addresses(max(1, math.ceil(args.sockets / SOCKETS_PER_SOURCE)))
     plan: list[tuple[AnySocket, str]] = []
     for i in range(args.sockets):
@@ -157,13 +171,14 @@ def plan_sockets(args: argparse.Namespace, target: Target) -> list[tuple[AnySock
         # while the sockets open; a name's sockets stay on one instance.
         instance = i % args.instances
         source = sources[i % len(sources)]
-        url = target.instance_urls[instance] if args.direct else target.url
+        direct = i >= proxied
+        url = target.instance_urls[instance] if direct else target.url
         if target.protocol == "socketio":
             # No stickiness in the peer's HAProxy: round-robin spreads the sockets.
             plan.append((SioIdleSocket(url, source), f"idle{i}"))
             continue
         group = i // args.instances // args.sockets_per_user
-        pin = "" if args.direct else f"chat{instance + 1}"
+        pin = "" if direct else f"chat{instance + 1}"
         plan.append((IdleSocket(ChatClient(url, source, pin)), f"idle{instance + 1}x{group}"))
     return plan
 
@@ -204,12 +219,16 @@ async def cores_over(pids_by_role: dict[str, list[int]], seconds: float) -> dict
     return cores
 
 
-async def measure(args: argparse.Namespace, target: Target) -> IdleResult:
+async def measure(args: argparse.Namespace, target: Target, nofile: int) -> IdleResult:
     by_role = roles(target)
+    proxied = proxied_count(args, nofile)
+    if proxied < args.sockets:
+        print(f"{proxied} sockets through HAProxy, {args.sockets - proxied} to the instances "
+              f"directly (fd limit {nofile}: HAProxy needs two per connection)", flush=True)
     print(f"baseline: {args.baseline:.0f} s with no sockets", flush=True)
     baseline = await cores_over(by_role, args.baseline)
     rss_before = {role: rss_of(pids) for role, pids in by_role.items()}
-    plan = plan_sockets(args, target)
+    plan = plan_sockets(args, target, proxied)
     started = time.monotonic()
     await open_all(plan)
     open_seconds = time.monotonic() - started
@@ -221,7 +240,9 @@ async def measure(args: argparse.Namespace, target: Target) -> IdleResult:
     print(f"measuring {args.window:.0f} s of idle sockets (pings every 25 s)", flush=True)
     cores = await cores_over(by_role, args.window)
     still_open = sum(1 for sock, _ in plan if sock.open_now)
-    rows = [RoleRow(role, rss_before[role], rss_after[role], opened, cores[role], baseline[role])
+    through_proxy = sum(1 for sock, _ in plan[:proxied] if sock.open_now)
+    rows = [RoleRow(role, rss_before[role], rss_after[role],
+                    through_proxy if role == "haproxy" else opened, cores[role], baseline[role])
             for role in by_role]
     for sock, _ in plan:
         sock.close()
@@ -231,13 +252,13 @@ async def measure(args: argparse.Namespace, target: Target) -> IdleResult:
 
 def run(args: argparse.Namespace) -> list[IdleResult]:
     """For each server kind: start it, measure, stop it. Print each and the comparison."""
-    raise_nofile()
+    nofile = raise_nofile()
     results = []
     for kind in args.servers:
         # Many sockets per user name: `joined` once per name, not per socket.
         env = {"CHAT_MAX_SOCKETS_PER_USER": str(args.sockets_per_user)}
         with bench_target(kind, args.instances, env if kind == "chatfleet" else None) as target:
-            result = asyncio.run(measure(args, target))
+            result = asyncio.run(measure(args, target, nofile))
         print_result(result)
         results.append(result)
     if len(results) > 1:
@@ -266,10 +287,11 @@ def print_comparison(results: list[IdleResult]) -> None:
 def print_result(r: IdleResult) -> None:
     print(f"\n{r.server}: {r.sockets_open} idle sockets open ({r.sockets_still_open} still open "
           f"after the {r.window_seconds:.0f} s window), opened in {r.open_seconds:.1f} s")
-    print(f"{'role':<8} {'RSS before MB':>13} {'RSS after MB':>12} {'KB/socket':>9} "
-          f"{'cores':>6} {'baseline':>8} {'sockets % core':>14}")
+    print(f"{'role':<8} {'sockets':>7} {'RSS before MB':>13} {'RSS after MB':>12} "
+          f"{'KB/socket':>9} {'cores':>6} {'baseline':>8} {'sockets % core':>14}")
     for row in r.rows:
-        print(f"{row.role:<8} {row.rss_before / 2**20:>13.1f} {row.rss_after / 2**20:>12.1f} "
+        print(f"{row.role:<8} {row.sockets:>7} {row.rss_before / 2**20:>13.1f} "
+              f"{row.rss_after / 2**20:>12.1f} "
               f"{row.kb_per_socket:>9.2f} {row.cores:>6.3f} {row.baseline_cores:>8.3f} "
               f"{100 * row.socket_cores:>14.2f}")
     total = sum(row.socket_cores for row in r.rows)

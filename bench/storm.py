@@ -1,29 +1,39 @@
 """storm: M clients lose their instance at once; how fast are they all back, and is anything lost?
 
-    python -m bench.storm                       # 2,000 clients on chat1, kill -9 chat1
-    python -m bench.storm --clients 500 --rate 10
+    python -m bench.storm                       # 2,000 clients on instance 1, kill -9 it
+    python -m bench.storm --clients 500 --rate 10 --servers chatfleet
 
-Starts its own stack (rate limit off). M clients log in through HAProxy, all
-pinned to instance 1 by HAProxy's `chatfleet_server` cookie, and sit in the
-lobby; a publisher pinned to instance 2 sends `--rate` messages a second
-(with a `cid`, and writes down every acknowledged id). Then instance 1 gets
-SIGKILL. Each client reconnects as static/chat.js does (full-jitter backoff
-from 0.5 s, `GET /session`, then `/ws?after=<last id>`), and counts as
-resumed when the first chat frame arrives on its new socket. After everyone
-is back, the publisher stops and each client's received ids are compared
-with the publisher's acknowledged ids after the point where the client
-joined: a missing one is lost.
+For each server (bench/targets.py: chatfleet's stack with the rate limit
+off, then the python-socketio peer), one after the other. M clients sit in
+the lobby, all on instance 1; a publisher on instance 2 says `--rate`
+messages a second. Then instance 1 gets SIGKILL (and is restarted, as
+supervisord does). A client counts as resumed when the first chat message
+arrives on its new socket. After everyone is back (or `--timeout`), the
+publisher stops and each client's messages are compared with the
+publisher's confirmed ones after the point where the client joined.
+
+chatfleet: clients log in through HAProxy pinned by its `chatfleet_server`
+cookie and reconnect as static/chat.js does (full-jitter backoff from
+0.5 s doubling to 10 s, `GET /session`, then `/ws?after=<last id>`). The
+publisher sends with a `cid`; its acks are the confirmed ids; a confirmed
+id a resumed client never got is lost.
+
+socketio: the peer has no stickiness, so clients first connect to
+instance 1 directly and reconnect through HAProxy (same backoff), joining
+the lobby again. It keeps no history, so what was said while a client was
+away is missed by design: "lost" counts those (the publisher's own echo
+confirms each message).
 
 Printed: time from the kill until 99% and 100% are resumed, the peak of
-WebSocket handshakes completed in any one second, two views of Redis's
-session reads during the storm, and messages lost, repeated or reordered.
-Session reads are GETEX (the store's one read): "GETEX exec p99" is Redis's
-own execution time of every GETEX in the storm, from SLOWLOG with the
-threshold at 0 (switched on just before the kill, restored after);
-"probe RTT p99" is a GETEX this tool sends every 10 ms on its own
-connection, so it includes waiting in Redis's single-threaded queue behind
-the storm's other commands. Neither includes the wait for a pooled
-connection inside an instance.
+handshakes completed in any one second, two views of Redis's session reads
+during the storm (chatfleet only), messages lost, repeated or reordered,
+failed reconnect tries by cause, and the survivors' CPU. Session reads are
+GETEX (the store's one read): "GETEX exec p99" is Redis's own execution
+time of every GETEX in the storm, from SLOWLOG with the threshold at 0
+(switched on just before the kill, restored after); "probe RTT p99" is a
+GETEX sent every 10 ms by a process of its own, so it includes waiting in
+Redis's single-threaded queue behind the storm's other commands. Neither
+includes the wait for a pooled connection inside an instance.
 """
 
 from __future__ import annotations
