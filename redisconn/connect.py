@@ -7,6 +7,7 @@ sharded pub/sub (`is_cluster`) and cluster-safe session steps.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -15,6 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 RedisClient = Redis | RedisCluster
@@ -104,6 +106,14 @@ async def ping(redis: RedisClient) -> None:
     """Raise unless Redis answers. A Cluster answers if some primary does:
     one shard failing over must not take every instance out of HAProxy."""
     if isinstance(redis, RedisCluster):
-        await redis.ping(target_nodes=RedisCluster.RANDOM)
+        await redis.initialize()  # no-op once the slot map is known
+        failure: Exception = RedisError("no primary known")
+        for node in random.sample(redis.get_primaries(), len(redis.get_primaries())):
+            try:
+                await redis.execute_command("PING", target_nodes=node)
+                return
+            except (RedisError, OSError) as error:
+                failure = error
+        raise failure
     else:
         await redis.ping()
