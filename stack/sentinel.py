@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from stack.settings import DEFAULT_SENTINEL_MASTER
+from redisconn.connect import DEFAULT_SENTINEL_MASTER
 
 HOST = "127.0.0.1"
 # Sentinels agree a primary is down after this long without answers: short,

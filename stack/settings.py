@@ -6,14 +6,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# The Sentinel master name chat_server.py follows unless told otherwise.
+from redisconn.connect import DEFAULT_SENTINEL_MASTER
+
 PROJECT = Path(__file__).resolve().parent.parent
 
 # PROTOCOL.md: N defaults to the number of cores, at least 2, so there is
 # always another process to fail over to.
 MIN_INSTANCES = 2
-
-# The Sentinel master name chat_server.py follows unless told otherwise.
-DEFAULT_SENTINEL_MASTER = "chatfleet"
 
 
 def _int(name: str, default: int) -> int:
