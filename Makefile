@@ -11,7 +11,7 @@ RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-ser
 # The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`.
 TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools
 
-.PHONY: run test lint failover bench idle storm micro system-run system-test clean
+.PHONY: run test lint failover bench scaling idle storm micro system-run system-test clean
 
 run: system-run $(STAMP)
 	$(PY) -m stack.run
@@ -32,6 +32,12 @@ failover: system-run $(STAMP)
 # Fan-out throughput, latency and CPU per delivery (issue: benchmarks).
 bench: system-run $(STAMP)
 	$(PY) -m bench.fanout
+
+# Delivered msgs/s over 1 and 3 Redis shards x 2 and 6 chat processes (issue 7);
+# 3 primaries or more are joined by `redis-cli --cluster create` (redis-tools).
+scaling: system-run $(STAMP)
+	@stack/ensure-packages.sh redis-cli=redis-tools
+	$(PY) -m bench.scaling
 
 # Memory and CPU of 10,000 idle logged-in WebSockets (issue: benchmarks).
 idle: system-run $(STAMP)

@@ -3,6 +3,8 @@
     python -m bench.fanout                       # 400 clients, 1 room, 2 processes, both servers
     python -m bench.fanout --servers chatfleet --clients 1000 --rooms 10 --rates 20,50,100
     python -m bench.fanout --plot fanout.png     # also p99 vs delivered/s, both servers
+    python -m bench.fanout --servers chatfleet --redis-shards 3 --clients 1000 --rooms 50 \
+        --publishers 100                         # chatfleet on a 3-primary Redis Cluster
 
 For each server kind in `--servers` (chatfleet's stack, and the same chat on
 python-socketio + AsyncRedisManager, see bench/peers/) it starts N processes
@@ -15,9 +17,17 @@ first server's. Short unreported warm-up steps come first.
 
 Per step: messages offered per second, deliveries offered and delivered per
 second, loss, p50/p99/p99.9 end-to-end latency, server CPU (server processes
-and Redis, from /proc) per delivered message, and the load generator's cores
-(all workers, and the busiest one: near 1.0 means the clients were the limit).
-A summary compares the kinds at the reference load and at their best step.
+and Redis, from /proc) per delivered message, each Redis shard's cores, and
+the load generator's cores (all workers, and the busiest one: near 1.0 means
+the clients were the limit). A summary compares the kinds at the reference
+load and at their best step.
+
+Cluster mode (`--redis-shards S`, chatfleet only): the stack runs on a Redis
+Cluster of S primaries (`--cluster-replicas`, default 0, leaves the CPU to
+the shape being measured). Rooms hash to shards, so load spreads only over
+many rooms, and only over the rooms that have publishers: each worker's first
+`publishers / workers` clients publish, so make that at least `--rooms`.
+bench/scaling.py runs this over a grid of shards and processes.
 """
 
 from __future__ import annotations
@@ -30,12 +40,14 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from bench.loadgen import StepReport, WorkerPlan, worker_main
-from bench.targets import KINDS, RedisRef, Target, start_target
+from bench.targets import KINDS, ClusterChatfleetTarget, RedisRef, Target, start_target
+from pubsub.keys import Keys
 
 P99_LIMIT_MS = 100.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -62,6 +74,12 @@ class StepResult:
     server_cpu_share: float  # of one core
     client_cpu_share: float  # all workers, of one core
     busiest_worker_share: float
+    redis_shares: list[float] = field(default_factory=list)  # each shard's primary, of one core
+    shard_rooms: list[int] = field(default_factory=list)  # rooms each shard owns (a cluster)
+
+    @property
+    def busiest_shard_share(self) -> float:
+        return max(self.redis_shares, default=float("nan"))
 
     @property
     def ok(self) -> bool:
@@ -128,16 +146,22 @@ def wait_ready(pipes: list[Connection]) -> None:
 
 
 def run_step(args: argparse.Namespace, kind: str, step: int, rate: float,
-             pipes: list[Connection], pids: list[int], members: dict[str, int]) -> StepResult:
-    """One rate for `args.seconds`: every worker publishes its share and counts."""
+             pipes: list[Connection], pids: list[int], members: dict[str, int],
+             redis_pids: Sequence[int] = ()) -> StepResult:
+    """One rate for `args.seconds`: every worker publishes its share and counts.
+
+    `redis_pids`: the Redis processes whose cores are reported one by one (shards).
+    """
     total_publishers = max(1, sum(args.publisher_shares))
     before = sum(cpu_seconds(pid) for pid in pids)
+    redis_before = [cpu_seconds(pid) for pid in redis_pids]
     started = time.monotonic()
     for pipe, share in zip(pipes, args.publisher_shares, strict=True):
         pipe.send(("step", step, rate * share / total_publishers, args.seconds, args.drain))
     reports: list[StepReport] = [pipe.recv() for pipe in pipes]
     elapsed = time.monotonic() - started
     server_cpu = sum(cpu_seconds(pid) for pid in pids) - before
+    redis_cpu = [cpu_seconds(pid) - b for pid, b in zip(redis_pids, redis_before, strict=True)]
     sent = sum(n for r in reports for n in r.sent_by_room.values())
     expected = sum(n * members[room] for r in reports for room, n in r.sent_by_room.items())
     received = sum(r.received for r in reports)
@@ -155,6 +179,7 @@ def run_step(args: argparse.Namespace, kind: str, step: int, rate: float,
         server_cpu_share=server_cpu / elapsed,
         client_cpu_share=sum(r.cpu_seconds for r in reports) / elapsed,
         busiest_worker_share=max(r.cpu_seconds for r in reports) / elapsed,
+        redis_shares=[c / elapsed for c in redis_cpu],
     )
 
 
@@ -182,24 +207,48 @@ def replace_seconds(args: argparse.Namespace, seconds: float) -> argparse.Namesp
     return copy
 
 
+def rooms_per_shard(target: Target, rooms: list[str]) -> list[int]:
+    """How many of `rooms` each shard primary owns (empty unless on a Redis Cluster)."""
+    if not isinstance(target, ClusterChatfleetTarget):
+        return []
+    keys = Keys(sharded=True)
+    owners = [target.cluster.primary_for(keys.stream(room)) for room in rooms]
+    return [owners.count(port) for port in target.cluster.primary_ports]
+
+
+def published_rooms(plans: list[WorkerPlan]) -> set[str]:
+    """The rooms some publisher is in (a worker's first `publishers` clients publish)."""
+    return {p.rooms[i % len(p.rooms)]
+            for p in plans for i in range(p.first_client, p.first_client + p.publishers)}
+
+
 def measure(args: argparse.Namespace, kind: str, target: Target) -> list[StepResult]:
     """Connect the clients to `target` and step the rate up until it fails."""
     rooms = [f"bench{r}" for r in range(args.rooms)]
     members = room_members(rooms, args.clients)
     plans = worker_plans(args, target, rooms)
     args.publisher_shares = [p.publishers for p in plans]
+    shard_rooms = rooms_per_shard(target, rooms)
     pipes, procs = start_workers(plans)
     results: list[StepResult] = []
     try:
         wait_ready(pipes)
         print(f"\n{kind}: {args.clients} clients in {args.rooms} room(s) over "
               f"{len(target.instance_urls)} processes; {sum(args.publisher_shares)} publishers; "
-              f"{args.seconds:.0f} s per step", flush=True)
+              f"{args.seconds:g} s per step", flush=True)
+        if len(published_rooms(plans)) < len(rooms):
+            print(f"only {len(published_rooms(plans))} of {len(rooms)} rooms have publishers "
+                  "(--publishers below --rooms x --workers)", flush=True)
+        if shard_rooms:
+            print(f"Redis Cluster: {len(shard_rooms)} primary(-ies) owning "
+                  f"{'/'.join(map(str, shard_rooms))} rooms", flush=True)
         print(HEADER, flush=True)
         pids = target.server_pids()
+        redis_pids = target.redis_pids()
         warm_up(args, kind, pipes, pids, members)
         for step, rate in enumerate(args.rates, start=1):
-            result = run_step(args, kind, step, rate, pipes, pids, members)
+            result = run_step(args, kind, step, rate, pipes, pids, members, redis_pids)
+            result.shard_rooms = shard_rooms
             results.append(result)
             print_row(result)
             if not result.ok and rate >= args.reference_rate:
@@ -225,7 +274,9 @@ def run(args: argparse.Namespace) -> dict[str, list[StepResult]]:
         for kind in args.servers:
             folder = var / kind
             folder.mkdir()
-            target = start_target(kind, args.instances, folder, redis=redis)
+            target = start_target(kind, args.instances, folder, redis=redis,
+                                  redis_shards=args.redis_shards,
+                                  cluster_replicas=args.cluster_replicas)
             targets.append(target)
             redis = redis or target.redis
             results[kind] = measure(args, kind, target)
@@ -239,14 +290,19 @@ def run(args: argparse.Namespace) -> dict[str, list[StepResult]]:
 
 HEADER = (f"{'server':<9} {'msg/s':>6} {'offered/s':>10} {'delivered/s':>11} {'lost':>6} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'srv µs/dlv':>10} {'srv cores':>9} "
-          f"{'load cores':>10} {'busiest wkr':>11}")
+          f"{'redis cores':>14} {'load cores':>10} {'busiest wkr':>11}")
+
+
+def shard_cores(r: StepResult) -> str:
+    """Each shard's cores, "0.12/0.10/0.11" (one plain Redis: one number)."""
+    return "/".join(f"{share:.2f}" for share in r.redis_shares) or "-"
 
 
 def print_row(r: StepResult) -> None:
     print(f"{r.server:<9} {r.offered_s:>6.0f} {r.offered_deliveries_s:>10.0f} "
           f"{r.delivered_s:>11.0f} {r.lost:>6} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} "
           f"{r.p999_ms:>8.1f} {r.server_cpu_us_per_delivery:>10.1f} "
-          f"{r.server_cpu_share:>9.2f} {r.client_cpu_share:>10.2f} "
+          f"{r.server_cpu_share:>9.2f} {shard_cores(r):>14} {r.client_cpu_share:>10.2f} "
           f"{r.busiest_worker_share:>11.2f}", flush=True)
 
 
@@ -316,8 +372,9 @@ def parse_servers(text: str) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--servers", type=parse_servers, default=list(KINDS),
-                        help="comma-separated server kinds, run in this order")
+    parser.add_argument("--servers", type=parse_servers,
+                        help="comma-separated server kinds, run in this order (default: "
+                             "both; chatfleet alone with --redis-shards)")
     parser.add_argument("--clients", type=int, default=400)
     parser.add_argument("--rooms", type=int, default=1)
     parser.add_argument("--instances", type=int, default=2, help="server processes per kind")
@@ -331,9 +388,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--drain", type=float, default=10.0,
                         help="after a step, wait at most this long for late deliveries")
+    parser.add_argument("--redis-shards", type=int, default=0,
+                        help="0: one plain Redis; S >= 1: a Redis Cluster of S primaries "
+                             "(chatfleet only)")
+    parser.add_argument("--cluster-replicas", type=int, default=0,
+                        help="replicas per cluster primary (0 keeps the CPU for the shape)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--plot", type=Path, help="write a PNG of p99 vs delivered/s here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.servers is None:
+        args.servers = ["chatfleet"] if args.redis_shards > 0 else list(KINDS)
+    if args.redis_shards > 0 and args.servers != ["chatfleet"]:
+        parser.error("--redis-shards needs --servers chatfleet (the peer has no cluster mode)")
+    return args
 
 
 def main() -> None:

@@ -12,6 +12,10 @@ way to kill one process with SIGKILL (it comes back by itself, as under
 supervisord), and `stop()`, which ends every process the target started, by
 pid. A chatfleet stack started here has the rate limit off: a benchmark
 floods on purpose. The peer can share a Redis another target started (`redis=`).
+
+chatfleet can also run on a Redis Cluster of S primaries started here
+(`redis_shards=S`, stack.redis_cluster), so a bench can show how fan-out
+spreads over shards; the peer has no cluster mode.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from stack.ports import free_port, free_port_run, settings_on_free_ports
+from stack.redis_cluster import RedisCluster, free_cluster_ports
 from stack.run import Stack, answers_ok
 from stack.settings import PROJECT, StackSettings
 
@@ -83,6 +88,9 @@ class Target(Protocol):
     def server_pids(self) -> list[int]:
         """Server processes plus Redis: the CPU a benchmark charges to the server."""
 
+    def redis_pids(self) -> list[int]:
+        """The Redis processes that serve the data: one, or each shard's primary."""
+
     def kill_instance(self, n: int) -> int:
         """SIGKILL instance n (1-based); it is restarted like supervisord does. The old pid."""
 
@@ -100,12 +108,21 @@ def start_target(
     *,
     env: dict[str, str] | None = None,
     redis: RedisRef | None = None,
+    redis_shards: int = 0,
+    cluster_replicas: int = 0,
 ) -> Target:
     """Start `instances` server processes of `kind` behind HAProxy; return once all are UP.
 
     `var`: an empty folder for configs and logs. `env`: extra environment for
     the server processes. `redis`: use this Redis instead of starting one.
+    `redis_shards` > 0 (chatfleet only): start a Redis Cluster of that many
+    primaries, each with `cluster_replicas` replicas, instead of one Redis.
     """
+    if redis_shards > 0:
+        if kind != "chatfleet" or redis is not None:
+            raise ValueError("a Redis Cluster is for chatfleet with a Redis of its own only")
+        return ClusterChatfleetTarget.start_on_cluster(
+            instances, var, env or {}, redis_shards, cluster_replicas)
     if kind == "chatfleet":
         return ChatfleetTarget.start(instances, var, env or {}, redis)
     if kind == "socketio":
@@ -154,6 +171,9 @@ class ChatfleetTarget:
     def server_pids(self) -> list[int]:
         return [pid for pid in self.instance_pids() if pid] + [self.redis.pid]
 
+    def redis_pids(self) -> list[int]:
+        return [self.redis.pid]
+
     def kill_instance(self, n: int) -> int:
         pid = _supervised_pid(self.stack, f"chat:chat-{n}")
         if pid:
@@ -165,6 +185,55 @@ class ChatfleetTarget:
 
     def stop(self) -> None:
         self.stack.stop()
+
+
+class ClusterChatfleetTarget(ChatfleetTarget):
+    """chatfleet's stack (no Redis of its own) on a Redis Cluster started here by pid.
+
+    The instances get the cluster's seeds (CHAT_REDIS_CLUSTER), so room keys
+    and SPUBLISH/SSUBSCRIBE land on the shard owning each room's hash tag.
+    """
+
+    def __init__(self, stack: Stack, cluster: RedisCluster) -> None:
+        first = cluster.processes[cluster.primary_ports[0]].pid
+        super().__init__(stack, RedisRef(f"cluster {cluster.seeds}", first))
+        self.cluster = cluster
+
+    @classmethod
+    def start_on_cluster(cls, instances: int, var: Path, env: dict[str, str], shards: int,
+                         replicas: int) -> ClusterChatfleetTarget:
+        ports = free_cluster_ports("127.0.0.1", shards * (1 + replicas))
+        cluster = RedisCluster("127.0.0.1", ports, var / "cluster", replicas=replicas)
+        cluster.start()
+        try:
+            settings = replace(settings_on_free_ports(instances, var),
+                               redis_cluster=cluster.seeds)
+            stack = Stack(settings, env={**CHATFLEET_BENCH_ENV, **env})
+            stack.start()
+            try:
+                stack.wait_ready()
+                return cls(stack, cluster)
+            except BaseException:
+                stack.stop()
+                raise
+        except BaseException:
+            cluster.stop()
+            raise
+
+    def server_pids(self) -> list[int]:
+        """The instances and every cluster node (replicas too: replication is server work)."""
+        return ([pid for pid in self.instance_pids() if pid]
+                + [p.pid for p in self.cluster.processes.values() if p.poll() is None])
+
+    def redis_pids(self) -> list[int]:
+        """Each shard's primary, in the order of `cluster.primary_ports`."""
+        return [self.cluster.processes[port].pid for port in self.cluster.primary_ports]
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.cluster.stop()
 
 
 def _supervised_pid(stack: Stack, program: str) -> int:
@@ -262,6 +331,9 @@ class SocketioTarget:
 
     def server_pids(self) -> list[int]:
         return [pid for pid in self.instance_pids() if pid] + [self.redis.pid]
+
+    def redis_pids(self) -> list[int]:
+        return [self.redis.pid]
 
     def kill_instance(self, n: int) -> int:
         """SIGKILL peer n and start it again at once on its port (as supervisord would)."""

@@ -41,6 +41,8 @@ FAILOVER_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.1
 SLOTS = 16384
+# `redis-cli --cluster create` wants at least this many primaries; fewer are joined by hand.
+MIN_CLI_PRIMARIES = 3
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ def free_cluster_ports(host: str, count: int, taken: set[int] | None = None) -> 
 
 @dataclass
 class RedisCluster:
-    """`len(ports)` nodes on `host` (half primaries, half replicas) with data under `folder`."""
+    """`len(ports)` nodes on `host` (`replicas` per primary, the primaries first) with data
+    under `folder`."""
 
     host: str
     ports: list[int]
@@ -164,7 +167,15 @@ class RedisCluster:
                 stdout=log, stderr=subprocess.STDOUT,
             )
 
+    @property
+    def primary_ports(self) -> list[int]:
+        """The ports that start as primaries (the first 1 / (1 + replicas) of `ports`)."""
+        return self.ports[:len(self.ports) // (1 + self.replicas)]
+
     def _create(self) -> None:
+        if len(self.primary_ports) < MIN_CLI_PRIMARIES:
+            self._create_by_hand()
+            return
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is not installed (package redis-tools)")
@@ -175,6 +186,25 @@ class RedisCluster:
         )
         if done.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
+
+    def _create_by_hand(self) -> None:
+        """What `redis-cli --cluster create` refuses below 3 primaries (a 1-shard
+        cluster for the bench's scaling table): meet, split the slots, replicate."""
+        primaries = self.primary_ports
+        for port in self.ports[1:]:
+            self.command(port, "CLUSTER", "MEET", self.host, str(self.ports[0]))
+        for i, port in enumerate(primaries):
+            low, high = i * SLOTS // len(primaries), (i + 1) * SLOTS // len(primaries) - 1
+            self.command(port, "CLUSTER", "ADDSLOTSRANGE", str(low), str(high))
+        ids = {port: str(self.command(port, "CLUSTER", "MYID")) for port in primaries}
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        for n, port in enumerate(self.ports[len(primaries):]):
+            primary_id = ids[primaries[n % len(primaries)]]
+            self._wait(partial(self._knows, port, primary_id), deadline, f"{port} meets all")
+            self.command(port, "CLUSTER", "REPLICATE", primary_id)
+
+    def _knows(self, port: int, node_id: str) -> bool:
+        return any(n.node_id == node_id for n in self.nodes(port))
 
     def _answers(self, port: int) -> bool:
         if self.processes[port].poll() is not None:  # e.g. its port or bus port is taken
