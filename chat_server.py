@@ -19,6 +19,7 @@ from tornado.options import define, options, parse_command_line
 
 from handlers import ROUTES, close_all_draining, wait_detached, watch_sessions
 from handlers.frames import MAX_TEXT_CHARS
+from handlers.keepalive import KeepAlive
 from handlers.limits import SocketLimits
 from pubsub import ChatBus, Keys, RateLimit
 from pubsub.publish import DEFAULT_STREAM_MAXLEN
@@ -34,9 +35,9 @@ log = logging.getLogger("chatfleet")
 SESSION_CHECK_SECONDS = 120.0
 
 # Keep-alive pings find dead peers (a laptop closed mid-chat) and keep idle
-# proxies from cutting the tunnel. Tornado needs the pong within the interval.
-WEBSOCKET_PING_INTERVAL_SECONDS = 25
-WEBSOCKET_PING_TIMEOUT_SECONDS = 20
+# NATs and proxies from cutting the tunnel; a peer that has not answered by
+# the next ping is closed (handlers/keepalive.py).
+PING_INTERVAL_SECONDS = 25.0
 
 # Draining waits at most this long for closed sockets to leave their rooms.
 DETACH_WAIT_SECONDS = 5.0
@@ -85,6 +86,8 @@ define("max_frame_bytes", default=16 * 1024, type=int, help="largest WebSocket f
 define("session_check_interval",
        default=float(os.environ.get("CHAT_SESSION_CHECK_SECONDS", SESSION_CHECK_SECONDS)),
        type=float, help="seconds between checks that open sockets' sessions still exist")
+define("ping_interval", default=float(os.environ.get("CHAT_PING_INTERVAL", PING_INTERVAL_SECONDS)),
+       type=float, help="seconds between keep-alive pings; a peer silent for two is closed")
 define("drain_wait", default=3.0, type=float,
        help="seconds between /healthz turning 503 and closing sockets (HAProxy: fall 2 x inter 1s)")
 define("drain_spread", default=3.0, type=float,
@@ -141,8 +144,9 @@ def make_app(
             slow_consumer_bytes=options.slow_consumer_bytes,
         ),
         "websocket_max_message_size": options.max_frame_bytes,
-        "websocket_ping_interval": WEBSOCKET_PING_INTERVAL_SECONDS,
-        "websocket_ping_timeout": WEBSOCKET_PING_TIMEOUT_SECONDS,
+        # One keep-alive timer for all sockets instead of Tornado's per-socket pings.
+        "websocket_ping_interval": 0,
+        "keepalive": KeepAlive(options.ping_interval),
         "log_function": _log_request,
     }
     settings.update(overrides)
@@ -169,6 +173,7 @@ async def main() -> None:
 
     await bus.start()
     watcher = asyncio.create_task(watch_sessions(sessions, options.session_check_interval))
+    pinger = asyncio.create_task(app.settings["keepalive"].run(), name="keepalive")
     server = app.listen(port, options.address, xheaders=True)
     log.info("instance %s listening on %s:%d, Redis: %s", instance, options.address, port,
              target.describe())
@@ -188,6 +193,7 @@ async def main() -> None:
     await wait_detached(DETACH_WAIT_SECONDS)
     server.stop()
     watcher.cancel()
+    pinger.cancel()
     await bus.stop()
     await redis.aclose()
     log.info("instance %s stopped", instance)

@@ -27,6 +27,7 @@ from handlers.frames import (
     message_id,
     parse_frame,
 )
+from handlers.keepalive import PING_FRAME, KeepAlive
 from handlers.limits import SocketLimits
 from handlers.wire import wire_frame, write_now
 from pubsub import ChatBus, frame
@@ -38,6 +39,7 @@ LOBBY = "lobby"
 
 # Close codes (PROTOCOL.md).
 CLOSE_POLICY = 1008
+CLOSE_GOING_AWAY = 1001
 CLOSE_DRAINING = 1012
 CLOSE_SESSION_ENDED = 4401
 
@@ -119,6 +121,10 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         self.strikes = []
         self.last_typing = {}
         self.active = False
+        self.answered = True  # the last keep-alive ping (none yet)
+        keepalive: KeepAlive | None = self.settings.get("keepalive")
+        if keepalive is not None:
+            keepalive.add(self)
         stream = self._stream()
         if stream is not None:
             stream.max_write_buffer_size = self.limits.slow_consumer_bytes
@@ -155,9 +161,25 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         self._headers = HTTPHeaders()  # the upgrade's response headers, long sent
         self._break_cycles()  # template helpers (closures per handler), as finish() does
 
+    def ping_due(self) -> bool:
+        """Keep-alive (handlers/keepalive.py): ping, or close a peer that never answered."""
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
+            return False
+        if not self.answered:
+            self.close(CLOSE_GOING_AWAY, "ping timed out")
+            return False
+        self.answered = False
+        self._write_wire(PING_FRAME)
+        return True
+
+    def on_pong(self, data: bytes) -> None:
+        self.answered = True
+
     async def on_message(self, message: str | bytes) -> None:
         FRAMES_IN.inc()
         self.active = True
+        self.answered = True  # anything from the peer shows it is alive
         try:
             parsed = parse_frame(message, self.limits.max_text_chars)
             if isinstance(parsed, Chat):
@@ -245,11 +267,14 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         Fan-out hands the same str to every local socket: it is framed once
         and written with one send per socket (handlers/wire.py).
         """
+        self._write_wire(wire_frame(text))
+
+    def _write_wire(self, data: bytes) -> None:
         stream = self._stream()
         if stream is None or self.ws_connection is None or self.ws_connection.is_closing():
             return
         try:
-            write_now(stream, wire_frame(text))
+            write_now(stream, data)
         except StreamClosedError:
             pass
         except StreamBufferFullError:

@@ -11,9 +11,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture
 def instance_urls(stack: Stack) -> list[str]:
     return [f"http://127.0.0.1:{p}" for p in stack.settings.instance_ports()]
+
+
+@contextmanager
+def lone_instance(stack: Stack, *flags: str) -> Iterator[str]:
+    """One more chat process with its own flags, on the stack's Redis and cookie
+    secret, outside HAProxy; its URL. Stopped (by pid) on exit."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "chat_server.py", f"--port={port}",
+         f"--redis-url={stack.settings.effective_redis_url}",
+         f"--cookie-secret-file={stack.settings.var / 'cookie_secret'}", *flags],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

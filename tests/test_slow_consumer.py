@@ -12,43 +12,23 @@ import base64
 import os
 import re
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from chatclient import ChatSocket, HttpSession
 from stack.run import Stack
-from tests.conftest import free_port, unique, wait_for_port
+from tests.conftest import lone_instance, unique
 
-PROJECT = Path(__file__).resolve().parent.parent
 BOUND = 64 * 1024
 FLOOD = 1500  # x 4,000 characters: far past the bound and the kernel's buffers
 
 
 @pytest.fixture
-def lone_instance(stack: Stack) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "chat_server.py", f"--port={port}",
-         f"--redis-url={stack.settings.effective_redis_url}",
-         f"--cookie-secret-file={stack.settings.var / 'cookie_secret'}",
-         f"--slow-consumer-bytes={BOUND}", "--rate-limit=0", "--drain-wait=0",
-         "--drain-spread=0"],
-        cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def slow_bound_instance(stack: Stack) -> Iterator[str]:
+    with lone_instance(stack, f"--slow-consumer-bytes={BOUND}", "--rate-limit=0",
+                       "--drain-wait=0", "--drain-spread=0") as url:
+        yield url
 
 
 def open_stalled_socket(port: int, cookie: str) -> socket.socket:
@@ -75,18 +55,21 @@ def metric(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-async def test_stalled_reader_is_cut_off_and_others_get_everything(lone_instance: str) -> None:
-    port = int(lone_instance.rsplit(":", 1)[1])
+async def test_stalled_reader_is_cut_off_and_others_get_everything(
+    slow_bound_instance: str,
+) -> None:
+    lone = slow_bound_instance
+    port = int(lone.rsplit(":", 1)[1])
     room = "lobby"
-    stalled_http = HttpSession(lone_instance)
+    stalled_http = HttpSession(lone)
     await stalled_http.login(unique("slow"))
     stalled = await asyncio.to_thread(open_stalled_socket, port, stalled_http.cookie_header())
 
-    reader_http = HttpSession(lone_instance)
+    reader_http = HttpSession(lone)
     await reader_http.login(unique("read"))
     reader = await ChatSocket.connect(reader_http)
     await reader.next_of("presence", room=room)
-    writer_http = HttpSession(lone_instance)
+    writer_http = HttpSession(lone)
     await writer_http.login(unique("write"))
     writer = await ChatSocket.connect(writer_http)
     await writer.next_of("presence", room=room)
