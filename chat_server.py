@@ -35,8 +35,8 @@ log = logging.getLogger("chatfleet")
 SESSION_CHECK_SECONDS = 120.0
 
 # Keep-alive pings find dead peers (a laptop closed mid-chat) and keep idle
-# NATs and proxies from cutting the tunnel; a peer that has not answered by
-# the next ping is closed (handlers/keepalive.py).
+# NATs and proxies from cutting the tunnel; a peer that answers none of two
+# pings is closed (handlers/keepalive.py).
 PING_INTERVAL_SECONDS = 25.0
 
 # Draining waits at most this long for closed sockets to leave their rooms.
@@ -87,7 +87,7 @@ define("session_check_interval",
        default=float(os.environ.get("CHAT_SESSION_CHECK_SECONDS", SESSION_CHECK_SECONDS)),
        type=float, help="seconds between checks that open sockets' sessions still exist")
 define("ping_interval", default=float(os.environ.get("CHAT_PING_INTERVAL", PING_INTERVAL_SECONDS)),
-       type=float, help="seconds between keep-alive pings; a peer silent for two is closed")
+       type=float, help="seconds between keep-alive pings (a peer answering none of two is closed)")
 define("drain_wait", default=3.0, type=float,
        help="seconds between /healthz turning 503 and closing sockets (HAProxy: fall 2 x inter 1s)")
 define("drain_spread", default=3.0, type=float,

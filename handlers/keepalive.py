@@ -5,8 +5,9 @@ proxies from dropping the tunnel. Tornado's own pings run a coroutine per
 connection that wakes twice per interval; with thousands of idle sockets
 those wake-ups and their tasks were most of an idle process's CPU and a
 tenth of its memory per socket. Here one loop walks a queue ordered by due
-time: each tick pings the sockets that are due, and a socket that has not
-answered the previous ping (nor sent anything) by its next one is closed.
+time: each tick pings the sockets that are due, and a socket that has
+answered none of its last two pings (nor sent anything) is closed: a dead
+peer goes within three intervals, a slow one is not cut off for one late pong.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Protocol
 # An empty ping frame, server to client (unmasked): FIN + opcode 0x9, length 0.
 PING_FRAME = b"\x89\x00"
 TICK_SECONDS = 1.0
+PINGS_UNANSWERED_BEFORE_CLOSE = 2
 
 
 class Pingable(Protocol):

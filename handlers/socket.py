@@ -27,7 +27,7 @@ from handlers.frames import (
     message_id,
     parse_frame,
 )
-from handlers.keepalive import PING_FRAME, KeepAlive
+from handlers.keepalive import PING_FRAME, PINGS_UNANSWERED_BEFORE_CLOSE, KeepAlive
 from handlers.limits import SocketLimits
 from handlers.wire import wire_frame, write_now
 from pubsub import ChatBus, frame
@@ -67,6 +67,10 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # Whether the user sent anything since the last session check: a user
     # chatting in one tab for days is not idle.
     active: bool
+    # Keep-alive: whether the peer answered (or sent anything) since the last
+    # ping, and how many pings in a row went unanswered.
+    answered: bool
+    unanswered: int
 
     def set_default_headers(self) -> None:
         set_security_headers(self)
@@ -122,6 +126,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         self.last_typing = {}
         self.active = False
         self.answered = True  # the last keep-alive ping (none yet)
+        self.unanswered = 0
         keepalive: KeepAlive | None = self.settings.get("keepalive")
         if keepalive is not None:
             keepalive.add(self)
@@ -158,6 +163,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         request.headers = HTTPHeaders()
         request.__dict__.pop("_cookies", None)
         request.arguments, request.query_arguments, request.body_arguments = {}, {}, {}
+        request.connection = None  # the HTTP/1 connection, detached at the upgrade
         self._headers = HTTPHeaders()  # the upgrade's response headers, long sent
         self._break_cycles()  # template helpers (closures per handler), as finish() does
 
@@ -166,9 +172,12 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         conn = self.ws_connection
         if conn is None or conn.is_closing():
             return False
-        if not self.answered:
+        if self.answered:
+            self.unanswered = 0
+        elif self.unanswered >= PINGS_UNANSWERED_BEFORE_CLOSE:
             self.close(CLOSE_GOING_AWAY, "ping timed out")
             return False
+        self.unanswered += 1
         self.answered = False
         self._write_wire(PING_FRAME)
         return True
