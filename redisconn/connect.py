@@ -27,7 +27,7 @@ SOCKET_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 2.0
 # When a dead instance's users all arrive here at once, requests queue for a
 # pooled connection (up to the wait) instead of failing with 503 at once.
-MAX_CONNECTIONS = 100
+MAX_CONNECTIONS = 1000
 POOL_WAIT_SECONDS = 2.0
 # A Cluster client retries a command through a failover (MOVED, a dead
 # primary) about this many times, re-reading the slot map in between.
