@@ -30,7 +30,7 @@ from pathlib import Path
 from bench import fanout
 from bench.fanout import P99_LIMIT_MS, StepResult
 
-DEFAULT_RATES = "100,200,400,600,800,1000,1250,1500,2000,2500"
+DEFAULT_RATES = "100,200,300,400,500,600,800,1000,1250,1500"
 COMMON_RATE = 200.0  # msg/s: 4,000 deliveries/s with 20 clients a room
 
 
