@@ -162,6 +162,10 @@ class Subscriber:
             except (RedisError, OSError) as error:
                 REDIS_ERRORS.inc()
                 log.warning("subscriber connection lost (%s): reconnecting", type(error).__name__)
+            except Exception:
+                # A bug must not silently end live fan-out for this process:
+                # log it and rebuild, as for a lost connection.
+                log.exception("subscriber failed: rebuilding")
             self.connected = False
             self.confirmed.clear()
             await self._close_pubsub()
@@ -179,7 +183,8 @@ class Subscriber:
             if self.sharded:
                 await self._pubsub.subscribe(*self.standing)
                 # One SSUBSCRIBE per channel: a call may only name channels of one slot.
-                for name in self.wanted:
+                # A copy: joins and leaves change `wanted` during these awaits.
+                for name in list(self.wanted):
                     await self._pubsub.ssubscribe(name)
             else:
                 await self._pubsub.subscribe(*self.wanted)

@@ -42,17 +42,29 @@ def read_until_closed(conn: socket.socket, timeout: float) -> bytes:
     return data
 
 
-def frames(data: bytes) -> list[tuple[int, bytes]]:
-    """(opcode, payload) of each unmasked server frame (payloads < 64 KiB here)."""
+def split_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """(opcode, payload) of each whole unmasked server frame, and the partial rest.
+
+    TCP may cut a frame anywhere, so an incomplete tail is kept for the next
+    read rather than parsed (payloads are < 64 KiB here).
+    """
     found = []
     while len(data) >= 2:
         opcode, size = data[0] & 0x0F, data[1] & 0x7F
         start = 2
         if size == 126:
+            if len(data) < 4:
+                break
             size, start = struct.unpack("!H", data[2:4])[0], 4
+        if len(data) < start + size:
+            break
         found.append((opcode, data[start:start + size]))
         data = data[start + size:]
-    return found
+    return found, data
+
+
+def frames(data: bytes) -> list[tuple[int, bytes]]:
+    return split_frames(data)[0]
 
 
 def answer_pings(conn: socket.socket, stop: threading.Event) -> list[int]:
@@ -67,12 +79,11 @@ def answer_pings(conn: socket.socket, stop: threading.Event) -> list[int]:
             continue
         if not chunk:
             break
-        buffer += chunk
-        for opcode, _ in frames(buffer):
+        found, buffer = split_frames(buffer + chunk)
+        for opcode, _ in found:
             opcodes.append(opcode)
             if opcode == 0x9:
                 conn.sendall(b"\x8a\x80" + os.urandom(4))  # empty pong, masked as clients must
-        buffer = b""  # the server's frames here are small and arrive whole
     return opcodes
 
 
