@@ -23,7 +23,7 @@ from handlers.keepalive import KeepAlive
 from handlers.limits import SocketLimits
 from pubsub import ChatBus, Keys, RateLimit
 from pubsub.publish import DEFAULT_STREAM_MAXLEN
-from redisconn import RedisTarget, connect, is_cluster
+from redisconn import RedisTarget, connect, connect_probe, is_cluster
 from redisconn.connect import DEFAULT_SENTINEL_MASTER
 from sessions import DEFAULT_IDLE_TTL_SECONDS, SessionStore
 
@@ -42,6 +42,12 @@ PING_INTERVAL_SECONDS = 25.0
 # Draining waits at most this long for closed sockets to leave their rooms.
 DETACH_WAIT_SECONDS = 5.0
 
+
+# Connections the kernel queues before we accept them. Tornado's default, 128,
+# overflows when a dead instance's users all reconnect here at once: the SYNs
+# beyond it are dropped and retried after 1, 3, 7 s... (the kernel caps this
+# at net.core.somaxconn).
+LISTEN_BACKLOG = 4096
 
 define("port", default=8001, type=int, help="port to listen on")
 define("port_base", default=0, type=int,
@@ -166,7 +172,8 @@ async def main() -> None:
     redis = connect(target)
     keys = Keys(options.key_prefix, sharded=is_cluster(redis))
     rate = RateLimit(per_window=options.rate_limit, burst=options.rate_burst)
-    bus = ChatBus(redis, instance, keys, options.stream_maxlen, rate, options.redis_wait_replicas)
+    bus = ChatBus(redis, instance, keys, options.stream_maxlen, rate, options.redis_wait_replicas,
+                  probe=connect_probe(target))
     sessions = SessionStore(redis, options.key_prefix, options.session_idle_ttl)
     draining = asyncio.Event()
     app = make_app(bus, sessions, secret, instance, draining)
@@ -174,7 +181,7 @@ async def main() -> None:
     await bus.start()
     watcher = asyncio.create_task(watch_sessions(sessions, options.session_check_interval))
     pinger = asyncio.create_task(app.settings["keepalive"].run(), name="keepalive")
-    server = app.listen(port, options.address, xheaders=True)
+    server = app.listen(port, options.address, xheaders=True, backlog=LISTEN_BACKLOG)
     log.info("instance %s listening on %s:%d, Redis: %s", instance, options.address, port,
              target.describe())
 
@@ -196,6 +203,8 @@ async def main() -> None:
     pinger.cancel()
     await bus.stop()
     await redis.aclose()
+    if bus.probe is not redis:
+        await bus.probe.aclose()
     log.info("instance %s stopped", instance)
 
 

@@ -36,10 +36,11 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from bench.procs import bench_target, cpu_of, raise_nofile, roles, rss_bytes
+from bench.procs import bench_target, cpu_of, roles, rss_bytes
 from bench.rawws import ChatClient, Connection, HttpError, source_addresses
 from bench.sioclient import SioSocket, open_sio
 from bench.targets import Target
+from stack.limits import raise_nofile
 
 # Connections being set up at once: enough to keep both instances busy,
 # few enough that no listen backlog overflows (a dropped SYN costs 1 s).

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,9 +15,6 @@ from bench.targets import ChatfleetTarget, SocketioTarget, Target, start_target
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
-# Enough descriptors for tens of thousands of sockets; the stack inherits it
-# (HAProxy sizes its maxconn from the limit it is given).
-WANTED_NOFILE = 200_000
 
 
 def cpu_seconds(pid: int) -> float:
@@ -35,16 +31,6 @@ def cpu_of(pids: list[int]) -> float:
 def rss_bytes(pid: int) -> int:
     """Resident set size now (statm's second field, in pages)."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
-
-
-def raise_nofile(wanted: int = WANTED_NOFILE) -> int:
-    """Raise this process's (and its future children's) fd limit as far as allowed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):  # not root: the hard limit stays
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), max(hard, wanted)))
-        return wanted
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def haproxy_pid(target: Target) -> int:

@@ -56,10 +56,11 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from bench.drill_client import FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS, stream_key
-from bench.procs import bench_target, cpu_of, raise_nofile, roles
+from bench.procs import bench_target, cpu_of, roles
 from bench.rawws import ChatClient, HttpError
 from bench.sioclient import SioSocket, open_sio
 from bench.targets import Target
+from stack.limits import raise_nofile
 
 # Clients logging in at once before the storm (keeps listen backlogs from overflowing).
 OPEN_CONCURRENCY = 200

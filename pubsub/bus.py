@@ -51,9 +51,14 @@ class ChatBus:
         stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
         rate: RateLimit | None = None,
         wait_replicas: int = 0,
+        probe: RedisClient | None = None,
     ) -> None:
-        """`keys.sharded` must be True exactly when `redis` is a Cluster client."""
+        """`keys.sharded` must be True exactly when `redis` is a Cluster client.
+
+        `probe`: a client of its own for health pings (redisconn.connect_probe).
+        """
         self.redis = redis
+        self.probe = probe or redis
         self.keys = keys or Keys(sharded=isinstance(redis, RedisCluster))
         assert self.keys.sharded == isinstance(redis, RedisCluster), "Keys(sharded=) mismatch"
         self.instance = instance
@@ -82,7 +87,7 @@ class ChatBus:
     async def trouble(self) -> str | None:
         """Why this process cannot serve chat right now, or None when it can."""
         try:
-            await ping(self.redis)
+            await ping(self.probe)
         except (RedisError, OSError):
             return "redis unreachable"
         if not self.subscriber.connected:

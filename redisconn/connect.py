@@ -15,6 +15,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,14 +26,25 @@ RedisClient = Redis | RedisCluster
 # two quick retries that hide a single dropped connection.
 SOCKET_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 2.0
-# When a dead instance's users all arrive here at once, requests queue for a
-# pooled connection (up to the wait) instead of failing with 503 at once.
-MAX_CONNECTIONS = 1000
-POOL_WAIT_SECONDS = 2.0
+# When a dead instance's users all arrive here at once, requests queue for
+# one of a hundred pooled connections, for up to ten seconds, instead of
+# failing with 503 (and a client backing off). Measured with 2,000 displaced
+# clients (bench/storm): 1,000 connections and a 2 s wait gave 600-700 503s
+# and 12 s until all were back (the event loop, not Redis, holds a reply
+# that long); 100 and 10 s gave none and 9-11 s. A Redis that is down
+# refuses connections and still fails at once.
+MAX_CONNECTIONS = 100
+POOL_WAIT_SECONDS = 10.0
+# Health checks come one at a time per HAProxy; two leave room for a second one.
+PROBE_CONNECTIONS = 2
 # A Cluster client retries a command through a failover (MOVED, a dead
 # primary) about this many times, re-reading the slot map in between.
 CLUSTER_ATTEMPTS = 6
 DEFAULT_SENTINEL_MASTER = "chatfleet"
+# What each connection tells Redis (CLIENT SETINFO), built once: left to
+# redis-py, every new connection looks the package version up again, which
+# was 7% of a survivor's CPU while it opened connections for a reconnect storm.
+DRIVER_INFO = DriverInfo()
 
 
 def _retry() -> Retry:
@@ -67,13 +79,15 @@ class RedisTarget:
         return self.url
 
 
-def connect(target: RedisTarget) -> RedisClient:
+def connect(target: RedisTarget, pool_size: int = MAX_CONNECTIONS) -> RedisClient:
+    """A client for `target`; `pool_size` bounds its connections to one server."""
     if target.cluster:
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in _addresses(target.cluster)],
             socket_timeout=SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            max_connections=MAX_CONNECTIONS,
+            max_connections=pool_size,
+            driver_info=DRIVER_INFO,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=CLUSTER_ATTEMPTS),
         )
     if target.sentinels:
@@ -84,18 +98,31 @@ def connect(target: RedisTarget) -> RedisClient:
             retry=_retry(),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
-        client: Redis = sentinel.master_for(target.sentinel_master, redis_class=Redis)
+        client: Redis = sentinel.master_for(target.sentinel_master, redis_class=Redis,
+                                            max_connections=pool_size, driver_info=DRIVER_INFO)
         return client
     pool = BlockingConnectionPool.from_url(
         target.url,
-        max_connections=MAX_CONNECTIONS,
+        max_connections=pool_size,
         timeout=POOL_WAIT_SECONDS,
+        driver_info=DRIVER_INFO,
         socket_timeout=SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
         retry=_retry(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     return Redis(connection_pool=pool)
+
+
+def connect_probe(target: RedisTarget) -> RedisClient:
+    """A client of its own for health checks, with PROBE_CONNECTIONS connections.
+
+    The health check must say whether Redis answers, not whether the busy
+    pool has a connection free: when a dead instance's users all arrive here
+    at once, a check waiting behind them times out and HAProxy would take
+    this live instance out too.
+    """
+    return connect(target, pool_size=PROBE_CONNECTIONS)
 
 
 def is_cluster(redis: RedisClient) -> bool:

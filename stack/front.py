@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stack.haproxy_stats import server_states, wait_server_states
+from stack.limits import raise_nofile
 from stack.render import Server, fill_haproxy_template
 from stack.run import answers_ok
 
@@ -70,6 +71,7 @@ class FrontDoor:
         (self.var / "log").mkdir(parents=True, exist_ok=True)
         config = self.var / "haproxy.cfg"
         config.write_text(front_door_config(self.bind, self.servers, self.var))
+        raise_nofile()  # HAProxy sizes its maxconn from the limit it inherits
         with open(self.var / "log" / "haproxy.log", "ab") as log:
             self.process = subprocess.Popen(
                 [binary, "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stack.haproxy_stats import server_states, wait_server_states
+from stack.limits import raise_nofile
 from stack.render import prepare
 from stack.settings import PROJECT, StackSettings
 
@@ -50,6 +51,7 @@ class Stack:
     def start(self) -> None:
         self.env = {**prepare(self.settings), **self.extra_env}
         supervisord = Path(sys.executable).parent / "supervisord"
+        raise_nofile()  # supervisord and everything under it inherit the limit
         self.process = subprocess.Popen(
             [*self.wrapper, str(supervisord), "-c", str(PROJECT / "supervisord.conf")],
             env=self.env,
