@@ -19,8 +19,8 @@ CHAT_MAX_SOCKETS_PER_USER to match): every user's first socket announces
 open. A socketio socket connects as its own user and joins a room of its
 own (the peer announces every join to the whole room).
 
-Both servers ping every socket every 25 s (chatfleet: a constant in
-chat_server.py, not configurable; python-socketio: its default), and
+Both servers ping every socket every 25 s (chatfleet: CHAT_PING_INTERVAL's
+default, one timer per process; python-socketio: its default), and
 chatfleet checks every login's session every 120 s
 (CHAT_SESSION_CHECK_SECONDS), so the default window is 120 s: about five
 pings per socket and one session-check pass. A shorter window still sees
