@@ -10,7 +10,9 @@ for a new message and for the next socket of the same message), the
 fan-out loop per member without any write (`pubsub.fanout.Fanout`), one
 pre-built frame written to each of `--sockets` loopback sockets four ways
 (asyncio `transport.write`, raw `socket.send`, Tornado `IOStream.write`,
-and `handlers.wire.write_now`, the server's own path), and the publish
+and `handlers.wire.write_now`, the server's own path, then write_now again
+over Unix sockets, the way the HAProxy beside the processes reaches them),
+and the publish
 round trip (the Lua script) to a real redis-server started here. A separate
 process reads every loopback socket so the kernel keeps taking data.
 
@@ -157,18 +159,31 @@ def drain(listener: socket.socket, count: int) -> None:
 
 
 @contextmanager
-def loopback_sockets(count: int) -> Iterator[list[socket.socket]]:
-    """`count` connected, non-blocking loopback sockets whose peer reads everything."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
+def loopback_sockets(count: int, unix: bool = False) -> Iterator[list[socket.socket]]:
+    """`count` connected, non-blocking local sockets whose peer reads everything.
+
+    TCP over loopback, or (`unix`) Unix sockets, the way HAProxy on the same
+    host reaches the chat processes.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="chatfleet-micro-"))
+    if unix:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(folder / "peer.sock"))
+    else:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
     listener.listen(count)
     peer = multiprocessing.Process(target=drain, args=(listener, count), daemon=True)
     peer.start()
     socks = []
     try:
         for _ in range(count):
-            sock = socket.create_connection(listener.getsockname())
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if unix:
+                sock = socket.socket(socket.AF_UNIX)
+                sock.connect(listener.getsockname())
+            else:
+                sock = socket.create_connection(listener.getsockname())
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             socks.append(sock)
         yield socks
@@ -179,6 +194,7 @@ def loopback_sockets(count: int) -> Iterator[list[socket.socket]]:
         peer.join(10)
         if peer.is_alive():
             peer.kill()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def rounds_for(args: argparse.Namespace, frame: bytes) -> int:
@@ -226,6 +242,13 @@ async def write_rows(args: argparse.Namespace) -> list[Row]:
         streams = [IOStream(s) for s in socks]
         us = time_writes(lambda i: write_now(streams[i], frame), n, rounds)
         rows.append(Row("handlers.wire.write_now (the server's)", "socket", us, rounds * n))
+        for stream in streams:
+            stream.close()
+    with loopback_sockets(n, unix=True) as socks:
+        streams = [IOStream(s) for s in socks]
+        us = time_writes(lambda i: write_now(streams[i], frame), n, rounds)
+        rows.append(Row("write_now over a Unix socket (HAProxy beside)", "socket", us,
+                        rounds * n))
         for stream in streams:
             stream.close()
     return rows

@@ -114,14 +114,18 @@ def connect(target: RedisTarget, pool_size: int = MAX_CONNECTIONS) -> RedisClien
     return Redis(connection_pool=pool)
 
 
-def connect_probe(target: RedisTarget) -> RedisClient:
+def connect_probe(target: RedisTarget) -> RedisClient | None:
     """A client of its own for health checks, with PROBE_CONNECTIONS connections.
 
     The health check must say whether Redis answers, not whether the busy
     pool has a connection free: when a dead instance's users all arrive here
     at once, a check waiting behind them times out and HAProxy would take
-    this live instance out too.
+    this live instance out too. None for a Cluster: its client keeps a
+    connection list per node that never makes a command wait, and the health
+    ping is also what first loads its slot map.
     """
+    if target.cluster:
+        return None
     return connect(target, pool_size=PROBE_CONNECTIONS)
 
 

@@ -25,11 +25,16 @@ SERVER_TCP_USER_TIMEOUT = "10s"
 
 
 class Server(NamedTuple):
-    """One chat process as HAProxy sees it; `name` is also its stickiness cookie value."""
+    """One chat process as HAProxy sees it; `name` is also its stickiness cookie value.
+
+    `unix`: its Unix socket when HAProxy runs beside it (cheaper than TCP); then
+    host:port is only for everyone else (tests, tools, a look with curl).
+    """
 
     name: str
     host: str
     port: int
+    unix: str = ""
 
 
 def ensure_cookie_secret(var: Path) -> Path:
@@ -45,6 +50,7 @@ def ensure_cookie_secret(var: Path) -> Path:
 def server_lines(servers: Sequence[Server]) -> str:
     """The backend's server lines: checked, and pinned by the `chatfleet_server` cookie."""
     return "\n".join(
+        f"    server {s.name} unix@{s.unix} cookie {s.name} check" if s.unix else
         f"    server {s.name} {s.host}:{s.port} cookie {s.name} check"
         f" tcp-ut {SERVER_TCP_USER_TIMEOUT}"
         for s in servers
@@ -67,8 +73,10 @@ def fill_haproxy_template(bind: str, servers: Sequence[Server], var: Path) -> st
 
 def local_servers(settings: StackSettings) -> list[Server]:
     """chat1..chatN of one box, on its address."""
+    unix = bool(settings.unix_socket_dir)
     return [
-        Server(f"chat{n}", settings.address, port)
+        Server(f"chat{n}", settings.address, port,
+               str(settings.unix_socket(n)) if unix else "")
         for n, port in enumerate(settings.instance_ports(), start=1)
     ]
 
@@ -93,6 +101,7 @@ def prepare(settings: StackSettings) -> dict[str, str]:
         CHAT_INSTANCES=str(settings.instances),
         CHAT_PORT_BASE=str(settings.port_base),
         CHAT_ADDRESS=settings.address,
+        CHAT_UNIX_SOCKET_DIR=settings.unix_socket_dir,
         CHAT_REDIS_URL=settings.effective_redis_url,
         CHAT_REDIS_PORT=str(settings.redis_port),
         CHAT_START_REDIS="true" if settings.starts_redis else "false",

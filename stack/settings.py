@@ -11,6 +11,9 @@ from redisconn.connect import DEFAULT_SENTINEL_MASTER
 
 PROJECT = Path(__file__).resolve().parent.parent
 
+# The longest path a Unix socket may have (sun_path), with room for the name.
+UNIX_PATH_LIMIT = 100
+
 # PROTOCOL.md: N defaults to the number of cores, at least 2, so there is
 # always another process to fail over to.
 MIN_INSTANCES = 2
@@ -54,6 +57,19 @@ class StackSettings:
 
     def instance_ports(self) -> list[int]:
         return [self.port_base + n for n in range(1, self.instances + 1)]
+
+    @property
+    def unix_socket_dir(self) -> str:
+        """Where the instances also listen on Unix sockets for the HAProxy beside
+        them; empty (TCP only) on a chat host behind a remote front door, or when
+        the state folder's path is too long for a socket's."""
+        if not self.starts_haproxy or len(str(self.unix_socket(self.instances))) > UNIX_PATH_LIMIT:
+            return ""
+        return str(self.var)
+
+    def unix_socket(self, n: int) -> Path:
+        """Instance n's Unix socket (chat_server.py --unix-socket-dir names it so)."""
+        return self.var / f"chat-{n}.sock"
 
     @classmethod
     def from_env(cls) -> StackSettings:
