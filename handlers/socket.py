@@ -44,6 +44,8 @@ CLOSE_SESSION_ENDED = 4401
 
 # A typing notice per user and room at most this often; more are dropped.
 TYPING_MIN_INTERVAL_SECONDS = 3.0
+# Logins asked about per pipelined batch in the periodic session check.
+SESSION_CHECK_BATCH = 500
 
 FRAMES_IN = metrics.counter("chat_frames_in_total", "Frames received from clients")
 FRAMES_REFUSED = metrics.counter("chat_frames_refused_total", "Client frames answered with error")
@@ -334,13 +336,17 @@ async def watch_sessions(store: SessionStore, interval: float) -> None:
         for sock in OPEN_SOCKETS:
             if sock.login_id:
                 by_login.setdefault(sock.login_id, []).append(sock)
+        logins = list(by_login)
         try:
-            for login_id, socks in by_login.items():
-                alive = await store.login_alive(login_id, touch=any(s.active for s in socks))
-                for sock in socks:
-                    sock.active = False
-                    if not alive:
-                        sock.end_session()
+            for start in range(0, len(logins), SESSION_CHECK_BATCH):
+                batch = logins[start:start + SESSION_CHECK_BATCH]
+                alive = await store.logins_alive(
+                    {login_id: any(s.active for s in by_login[login_id]) for login_id in batch})
+                for login_id in batch:
+                    for sock in by_login[login_id]:
+                        sock.active = False
+                        if not alive[login_id]:
+                            sock.end_session()
         except (RedisError, OSError):
             log.warning("session check skipped: Redis unavailable")
 

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from chatclient import ChatSocket, HttpSession
 from stack.run import Stack
-from tests.conftest import unique
+from tests.conftest import lone_instance, unique
 
 Pinned = Callable[[str, int], Awaitable[tuple[HttpSession, ChatSocket]]]
 
@@ -250,11 +250,8 @@ async def test_logout_closes_sockets_on_every_instance(pinned: Pinned, stack: St
     assert await second.closed() == 4401
 
 
-async def test_expired_session_closes_socket_on_next_join(pinned: Pinned, stack: Stack) -> None:
-    """An idle-expired session (its key gone from Redis) ends its sockets with 4401."""
-    name = unique("ann")
-    http, sock = await pinned(name, 1)
-    assert (await http.request("GET", "/session")).code == 200  # regenerated once more
+async def expire_sessions_of(stack: Stack, name: str) -> int:
+    """Delete the user's session keys, as an idle expiry would; how many went."""
     redis = Redis.from_url(stack.settings.effective_redis_url)
     deleted = 0
     async for key in redis.scan_iter(match="session:*", count=1000):
@@ -262,9 +259,41 @@ async def test_expired_session_closes_socket_on_next_join(pinned: Pinned, stack:
         if data is not None and msgpack.unpackb(data).get("user") == name:
             deleted += await redis.delete(key)
     await redis.aclose()
-    assert deleted == 1  # exactly the live session: the old ids are already gone
+    return deleted
+
+
+async def test_expired_session_closes_socket_on_next_join(pinned: Pinned, stack: Stack) -> None:
+    """An idle-expired session (its key gone from Redis) ends its sockets with 4401."""
+    name = unique("ann")
+    http, sock = await pinned(name, 1)
+    assert (await http.request("GET", "/session")).code == 200  # regenerated once more
+    # Exactly the live session: the old ids are already gone.
+    assert await expire_sessions_of(stack, name) == 1
     await sock.send({"type": "join", "room": unique("r")})
     assert await sock.closed() == 4401
+
+
+async def test_periodic_check_closes_only_expired_sessions_sockets(stack: Stack) -> None:
+    """With no frame from the user, the periodic check (batched over all logins)
+    still ends the sockets of an expired session, and only those."""
+    with lone_instance(stack, "--session-check-interval=1") as url:
+        sockets, sessions = {}, []
+        for name in (unique("gone"), unique("kept")):
+            http = HttpSession(url)
+            sessions.append(http)
+            assert (await http.login(name)).code == 302
+            sockets[name] = await ChatSocket.connect(http)
+            await sockets[name].next_of("hello")
+        gone, kept = sockets
+        assert await expire_sessions_of(stack, gone) == 1
+        assert await sockets[gone].closed() == 4401
+        # A later check pass leaves the live login's socket open and working.
+        await sockets[kept].send({"type": "join", "room": unique("r")})
+        assert (await sockets[kept].next_of("joined"))["type"] == "joined"
+        for sock in sockets.values():
+            sock.close()
+        for http in sessions:
+            http.close()
 
 
 async def test_history_pages_backwards_to_the_start(pinned: Pinned) -> None:

@@ -90,3 +90,19 @@ async def test_login_follows_regenerations_until_destroyed(store: SessionStore) 
     await store.destroy(second, "L1")
     assert not await store.login_alive("L1")
     assert not await store.login_alive("never-issued")
+
+
+async def test_many_logins_checked_in_one_batch(store: SessionStore, redis: Redis) -> None:
+    sids = {name: await store.regenerate(None, {"user": name.lower(), "login": name})
+            for name in ("A", "B", "C", "D")}
+    await store.destroy(sids["D"], "D")
+    for name in ("A", "B"):
+        await redis.expire(store.key(sids[name]), 5)
+        await redis.expire(store.login_key(name), 5)
+    alive = await store.logins_alive({"A": True, "B": False, "C": False, "D": True, "E": True})
+    assert alive == {"A": True, "B": True, "C": True, "D": False, "E": False}
+    # Touched: the session and its login pointer slide back to the idle TTL (100 s).
+    assert await redis.ttl(store.key(sids["A"])) > 5
+    assert await redis.ttl(store.login_key("A")) > 5
+    # Only asked: untouched.
+    assert 0 < await redis.ttl(store.key(sids["B"])) <= 5
