@@ -39,6 +39,10 @@ CANARY_DEADLINE_SECONDS = 3 * CANARY_INTERVAL_SECONDS
 # Reconnect backoff: full jitter between 0 and the current step, doubling to the cap.
 BACKOFF_FIRST_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 5.0
+# A stop (SIGTERM's drain, a test's teardown) waits at most this long for the
+# reader to end and the connection to close: it must finish even if a Redis
+# call caught mid-cancellation never returns.
+STOP_WAIT_SECONDS = 5.0
 
 RECONNECTS = metrics.counter(
     "chat_subscriber_reconnects_total", "Subscriber connections rebuilt after an error"
@@ -107,8 +111,19 @@ class Subscriber:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._close_pubsub()
+        if self._tasks:
+            done, stuck = await asyncio.wait(self._tasks, timeout=STOP_WAIT_SECONDS)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("subscriber task %s had failed", task.get_name(),
+                              exc_info=task.exception())
+            for task in stuck:
+                log.error("subscriber task %s did not stop within %.0fs",
+                          task.get_name(), STOP_WAIT_SECONDS)
+        try:
+            await asyncio.wait_for(self._close_pubsub(), STOP_WAIT_SECONDS)
+        except TimeoutError:
+            log.error("subscriber connection did not close within %.0fs", STOP_WAIT_SECONDS)
 
     async def subscribe(self, channel: str) -> None:
         """Subscribe (if needed) and return once Redis has confirmed it."""
