@@ -1,7 +1,7 @@
 """bench/fanout and its python-socketio peer work end to end at a tiny size.
 
-Their numbers are read, never asserted on: only that nothing was lost and
-every delivery was counted.
+Their numbers are read, never asserted on: only that every delivery was
+counted once and that chatfleet lost nothing.
 """
 
 from __future__ import annotations
@@ -26,10 +26,17 @@ def test_tiny_fanout_run_of_both_servers_delivers_everything() -> None:
     assert list(results) == ["chatfleet", "socketio"]
     for kind, steps in results.items():
         [step] = steps
-        assert step.lost == 0, kind
         assert step.offered_deliveries_s > 0, kind
-        assert step.delivered_s == step.offered_deliveries_s, kind  # each counted once
         assert step.p50_ms > 0, kind
+        # Every delivery is counted once: what arrived plus what was lost is what was due.
+        due = step.offered_deliveries_s * args.seconds
+        assert step.delivered_s * args.seconds + step.lost == pytest.approx(due), kind
+    # chatfleet loses nothing. The peer promises nothing: AsyncRedisManager's
+    # pub/sub drops what a process was not yet listening for (one run in many
+    # lost 5 of 200 deliveries there), so its losses are reported, not asserted.
+    [chatfleet] = results["chatfleet"]
+    assert chatfleet.lost == 0
+    assert chatfleet.delivered_s == chatfleet.offered_deliveries_s
 
 
 async def connect(url: str, user: str, room: str) -> tuple[Any, str]:
