@@ -19,6 +19,7 @@ from tornado.netutil import bind_unix_socket
 from tornado.options import define, options, parse_command_line
 
 from handlers import ROUTES, close_all_draining, wait_detached, watch_sessions
+from handlers.eventloop import DeferredReadRemovalLoop
 from handlers.frames import MAX_TEXT_CHARS
 from handlers.keepalive import KeepAlive
 from handlers.limits import SocketLimits
@@ -164,6 +165,8 @@ def make_app(
 
 
 async def main() -> None:
+    # Before anything asks for IOLoop.current(): this one becomes it.
+    DeferredReadRemovalLoop()
     parse_command_line()
     secret = cookie_secret()
     if not secret:

@@ -1,0 +1,133 @@
+"""The chat processes' IOLoop (handlers/eventloop.py) on a real socket pair.
+
+A frame read in two parts must not unregister and re-register its socket,
+and a stream that stops reading must still lose its READ interest one loop
+turn later (or a peer could fill the process's memory past backpressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+
+from tornado.iostream import IOStream
+
+from handlers.eventloop import DeferredReadRemovalLoop
+
+TIMEOUT = 10.0
+STREAMS = 20
+FRAMES = 10
+
+
+def run_on_loop(scenario: Callable[[DeferredReadRemovalLoop], Awaitable[None]]) -> None:
+    """Run `scenario` on a fresh asyncio loop whose Tornado IOLoop is ours."""
+    asyncio_loop = asyncio.new_event_loop()
+    made: list[DeferredReadRemovalLoop] = []
+
+    async def main() -> None:
+        made.append(DeferredReadRemovalLoop())
+        await asyncio.wait_for(scenario(made[0]), TIMEOUT)
+
+    try:
+        asyncio_loop.run_until_complete(main())
+    finally:
+        if made:
+            made[0].close()  # closes the asyncio loop too
+        else:
+            asyncio_loop.close()
+
+
+def count_reader_changes(io_loop: DeferredReadRemovalLoop) -> dict[str, int]:
+    """Count the add_reader/remove_reader calls the IOLoop makes on asyncio."""
+    counts = {"add": 0, "remove": 0}
+    selector = io_loop.selector_loop
+    add, remove = selector.add_reader, selector.remove_reader
+
+    def counting_add(*args: object) -> None:
+        counts["add"] += 1
+        add(*args)
+
+    def counting_remove(fd: int) -> bool:
+        counts["remove"] += 1
+        return remove(fd)
+
+    selector.add_reader = counting_add  # type: ignore[method-assign]
+    selector.remove_reader = counting_remove  # type: ignore[method-assign]
+    return counts
+
+
+async def next_turns(turns: int = 3) -> None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+def test_frames_read_in_parts_keep_their_registrations() -> None:
+    """Many sockets' frames arrive in one loop turn, as pongs do on a busy process."""
+
+    async def scenario(io_loop: DeferredReadRemovalLoop) -> None:
+        pairs = [socket.socketpair() for _ in range(STREAMS)]
+        streams = [IOStream(ours) for _, ours in pairs]
+
+        async def read_frames(stream: IOStream) -> None:
+            # Like Tornado's frame loop: header, then mask (and payload), again and again.
+            for n in range(FRAMES):
+                assert await stream.read_bytes(2) == b"\x8a\x80"
+                assert await stream.read_bytes(4) == bytes([n]) * 4
+
+        try:
+            readers = [asyncio.ensure_future(read_frames(stream)) for stream in streams]
+            await next_turns()
+            counts = count_reader_changes(io_loop)
+            for n in range(FRAMES):
+                for peer, _ in pairs:
+                    peer.sendall(b"\x8a\x80" + bytes([n]) * 4)  # a masked pong: 2 + 4 bytes
+                await next_turns()
+            await asyncio.gather(*readers)
+            await next_turns()
+            # The last frame's reader returned without asking for more: READ dropped.
+            assert counts == {"add": 0, "remove": STREAMS}
+            assert not any(ours.fileno() in io_loop.readers for _, ours in pairs)
+        finally:
+            for stream in streams:
+                stream.close()
+            for peer, _ in pairs:
+                peer.close()
+
+    run_on_loop(scenario)
+
+
+def test_a_stream_that_stops_reading_is_unregistered() -> None:
+    async def scenario(io_loop: DeferredReadRemovalLoop) -> None:
+        peer, ours = socket.socketpair()
+        stream = IOStream(ours)
+        try:
+            peer.sendall(b"abcdef")
+            assert await stream.read_bytes(2) == b"ab"
+            await next_turns()
+            # Four bytes wait unread and nobody reads: no READ interest, as in Tornado.
+            assert ours.fileno() not in io_loop.readers
+            peer.sendall(b"ghij")
+            await next_turns()
+            assert stream._read_buffer_size == 4  # the new bytes stayed in the kernel
+            assert await stream.read_bytes(8) == b"cdefghij"
+        finally:
+            stream.close()
+            peer.close()
+
+    run_on_loop(scenario)
+
+
+def test_a_closed_stream_leaves_nothing_registered() -> None:
+    async def scenario(io_loop: DeferredReadRemovalLoop) -> None:
+        peer, ours = socket.socketpair()
+        stream = IOStream(ours)
+        fd = ours.fileno()
+        peer.sendall(b"abcdef")
+        assert await stream.read_bytes(2) == b"ab"
+        stream.close()  # within the same turn as the deferred removal
+        await next_turns()
+        assert fd not in io_loop.readers and fd not in io_loop.handlers
+        peer.close()
+
+    run_on_loop(scenario)
