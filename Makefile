@@ -31,7 +31,7 @@ failover: system-run $(STAMP)
 
 # Fan-out throughput, latency and CPU per delivery (issue: benchmarks).
 bench: system-run $(STAMP)
-	$(PY) -m bench.fanout
+	$(PY) -m bench.fanout --plot docs/bench/fanout.png
 
 # Delivered msgs/s over 1 and 3 Redis shards x 2 and 6 chat processes (issue 7);
 # 3 primaries or more are joined by `redis-cli --cluster create` (redis-tools).
