@@ -19,7 +19,10 @@ class MainHandler(BaseHandler):
         self.set_header("Cache-Control", "no-store")
         user = self.session_user
         if user is None:
-            self.render("login.html", error=None, name="")
+            # A stale cookie may only mean another tab of this browser gave the
+            # session a new id a moment ago (every GET / does): the page checks
+            # once with the browser's current cookie (static/login.js).
+            self.render("login.html", error=None, name="", recheck=self.session_cookie_stale)
             return
         await self.regenerate_session()
         self.render("chat.html", user=user, instance=self.instance)
@@ -32,7 +35,8 @@ class LoginHandler(BaseHandler):
         name = self.get_body_argument("user", default="").strip()
         if not is_valid_name(name):
             self.set_status(400)
-            self.render("login.html", error=f"A user name is {NAME_RULE}.", name=name[:64])
+            self.render("login.html", error=f"A user name is {NAME_RULE}.", name=name[:64],
+                        recheck=False)
             return
         login_id = secrets.token_urlsafe(LOGIN_ID_BYTES)
         await self.regenerate_session({"user": name, "login": login_id})

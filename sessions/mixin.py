@@ -31,6 +31,9 @@ class SessionMixin(_HandlerBase):
 
     session_id: str | None = None
     session: SessionData = {}
+    # The request carried a genuine (signed) cookie for a session that is gone:
+    # expired, logged out elsewhere, or just given a new id by another tab.
+    session_cookie_stale: bool = False
 
     @property
     def session_store(self) -> SessionStore:
@@ -41,14 +44,17 @@ class SessionMixin(_HandlerBase):
         """Read the session named by the cookie; a missing or forged one is empty."""
         self.session_id = None
         self.session = {}
+        self.session_cookie_stale = False
         raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=COOKIE_SIGNATURE_MAX_AGE_DAYS)
         if not raw:
             return
         session_id = raw.decode("ascii", "replace")
         data = await self.session_store.get(session_id)
-        if data is not None:
-            self.session_id = session_id
-            self.session = data
+        if data is None:
+            self.session_cookie_stale = True
+            return
+        self.session_id = session_id
+        self.session = data
 
     @property
     def session_user(self) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import struct
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +298,55 @@ def test_logout_returns_to_login_and_ends_session(open_user: OpenUser) -> None:
     # And a plain reload stays on the login page.
     page.reload()
     expect(page.locator("body")).to_have_class("login-page")
+
+
+def session_cookie(page: Page) -> str:
+    return next(c["value"] for c in page.context.cookies() if c["name"] == "jsessionid")
+
+
+def test_tab_loaded_with_an_id_another_tab_just_replaced_returns_to_chat(
+    open_user: OpenUser, stack: Stack,
+) -> None:
+    """Two tabs load the chat at once: one gives the session a new id while the
+    other's request still carries the old one. That tab is shown the login page
+    for a moment, asks /session with the browser's new cookie and is back."""
+    name = unique("gil")
+    page = open_user(1)
+    log_in(page, name)
+    old = session_cookie(page)
+    # The other tab's load: a new id, the old one deleted, the browser keeps the new cookie.
+    assert page.request.get("/session").status == 200
+    assert session_cookie(page) != old
+    # This tab's load went out just before with the old id: what the server
+    # answers to that request is what this tab gets.
+    request = urllib.request.Request(
+        stack.url + "/", headers={"Cookie": f"chatfleet_server=chat1; jsessionid={old}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        raced = answer.read()
+        raced_headers = {k: v for k, v in answer.headers.items() if k.lower() != "set-cookie"}
+    assert b'action="/login"' in raced and b"login.js" in raced
+    page.route("**/", lambda route: route.fulfill(
+        status=200, headers=raced_headers, body=raced), times=1)
+
+    page.goto("/")
+    expect_online(page, name)
+    expect(page.locator("body")).to_have_class("chat-page")
+
+
+def test_login_page_for_a_dead_session_stays_after_one_check(open_user: OpenUser) -> None:
+    page = open_user(1)
+    page.goto("/")
+    expect(page.locator("script[src*='login.js']")).to_have_count(0)  # a stranger: no check
+    log_in(page, unique("hal"))
+    dead = session_cookie(page)
+    assert page.request.get("/session").status == 200  # `dead` is replaced and deleted
+    page.context.add_cookies([{**c, "value": dead} for c in page.context.cookies()
+                              if c["name"] == "jsessionid"])
+
+    page.goto("/")
+    expect(page.locator("body")).to_have_attribute("data-recheck", "done")
+    expect(page.locator("body")).to_have_class("login-page")
+    expect(page.locator("#user")).to_be_visible()
 
 
 def test_people_list_follows_joins_and_leaves(open_user: OpenUser) -> None:

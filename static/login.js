@@ -1,0 +1,36 @@
+// Loaded only when this login page answered a genuine cookie for a session
+// the server no longer had. Often that session is alive under a new id:
+// another tab of this browser loaded the chat a moment earlier (every page
+// load gives the session a new id and deletes the old one), and its answer
+// has since updated the cookie this tab shares. Ask once with the current
+// cookie and go back to the chat if we are still logged in.
+"use strict";
+
+(() => {
+  const TRIES = 3;
+  const PAUSE_MS = 300;           // let the other tab's answer land between tries
+  const ONCE_PER_MS = 10000;      // never bounce between the pages
+  const STAMP = "chatfleet.loginRecheckAt";
+
+  const last = Number(sessionStorage.getItem(STAMP) || 0);
+  if (Date.now() - last < ONCE_PER_MS) return;
+  sessionStorage.setItem(STAMP, String(Date.now()));
+
+  const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  (async () => {
+    for (let attempt = 0; attempt < TRIES; attempt++) {
+      if (attempt) await pause(PAUSE_MS);
+      try {
+        const probe = await fetch("/session", { credentials: "same-origin", cache: "no-store" });
+        if (probe.ok) {
+          location.replace("/");
+          return;
+        }
+      } catch {
+        return;  // no server to ask: the login page stays, as it would have
+      }
+    }
+    document.body.dataset.recheck = "done";  // still logged out: this page is right
+  })();
+})();
