@@ -43,6 +43,7 @@
     attempt: 0,
     online: false,
     probedTwice: false,
+    pageJustServed: true,
     retryTimer: null,
     rooms: new Map(),        // name -> room state, see newRoom
     current: LOBBY,
@@ -357,14 +358,15 @@
     state.retryTimer = setTimeout(connect, wait);
   }
 
-  async function connect() {
-    setStatus(state.attempt ? "reconnecting" : "connecting", state.attempt ? "reconnecting…" : "connecting…");
+  // GET /session: still logged in? (fresh cookies too). False when it
+  // already decided what comes next (a retry, or the login page).
+  async function probeSession() {
     let probe;
     try {
       probe = await fetch("/session", { credentials: "same-origin", cache: "no-store" });
     } catch {
       scheduleReconnect();
-      return;
+      return false;
     }
     if (probe.status === 401) {
       // Another tab may have just regenerated the shared session cookie while
@@ -372,14 +374,27 @@
       if (!state.probedTwice) {
         state.probedTwice = true;
         scheduleReconnect(200);
-        return;
+        return false;
       }
       location.assign("/");  // the session is gone: the server shows the login page
-      return;
+      return false;
     }
     state.probedTwice = false;
     if (!probe.ok) {
       scheduleReconnect();
+      return false;
+    }
+    return true;
+  }
+
+  async function connect() {
+    setStatus(state.attempt ? "reconnecting" : "connecting", state.attempt ? "reconnecting…" : "connecting…");
+    if (state.pageJustServed) {
+      // This page was served a moment ago for this session, with a fresh
+      // cookie: the first socket needs no probe. Each probe gives the session
+      // a new id, and each new id is a race with this browser's other tabs.
+      state.pageJustServed = false;
+    } else if (!(await probeSession())) {
       return;
     }
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";

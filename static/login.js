@@ -9,12 +9,19 @@
 (() => {
   const TRIES = 3;
   const PAUSE_MS = 300;           // let the other tab's answer land between tries
-  const ONCE_PER_MS = 10000;      // never bounce between the pages
-  const STAMP = "chatfleet.loginRecheckAt";
+  // Never bounce between the pages for long: a tab whose reload loses the
+  // race again (its other tabs keep loading) rechecks at most this often.
+  const RECHECKS_PER_WINDOW = 3;
+  const WINDOW_MS = 10000;
+  const STAMPS = "chatfleet.loginRechecks";
 
-  const last = Number(sessionStorage.getItem(STAMP) || 0);
-  if (Date.now() - last < ONCE_PER_MS) return;
-  sessionStorage.setItem(STAMP, String(Date.now()));
+  const now = Date.now();
+  let recent = [];
+  try { recent = JSON.parse(sessionStorage.getItem(STAMPS)) || []; } catch { /* none yet */ }
+  if (!Array.isArray(recent)) recent = [];
+  recent = recent.filter((at) => now - at < WINDOW_MS);
+  if (recent.length >= RECHECKS_PER_WINDOW) return;
+  sessionStorage.setItem(STAMPS, JSON.stringify([...recent, now]));
 
   const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
