@@ -9,10 +9,10 @@
 (() => {
   const TRIES = 3;
   const PAUSE_MS = 300;           // let the other tab's answer land between tries
-  // Never bounce between the pages for long: a tab whose reload loses the
-  // race again (its other tabs keep loading) rechecks at most this often.
-  const RECHECKS_PER_WINDOW = 3;
-  const WINDOW_MS = 10000;
+  // A tab whose reload loses the race again (its other tabs keep loading)
+  // checks again, but later each time: never a tight bounce between the pages.
+  const WINDOW_MS = 30000;
+  const MAX_WAIT_MS = 5000;
   const STAMPS = "chatfleet.loginRechecks";
 
   const now = Date.now();
@@ -20,14 +20,14 @@
   try { recent = JSON.parse(sessionStorage.getItem(STAMPS)) || []; } catch { /* none yet */ }
   if (!Array.isArray(recent)) recent = [];
   recent = recent.filter((at) => now - at < WINDOW_MS);
-  if (recent.length >= RECHECKS_PER_WINDOW) return;
   sessionStorage.setItem(STAMPS, JSON.stringify([...recent, now]));
+  const firstWait = recent.length ? Math.min(MAX_WAIT_MS, PAUSE_MS * 2 ** recent.length) : 0;
 
   const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   (async () => {
     for (let attempt = 0; attempt < TRIES; attempt++) {
-      if (attempt) await pause(PAUSE_MS);
+      await pause(attempt ? PAUSE_MS : firstWait);
       try {
         const probe = await fetch("/session", { credentials: "same-origin", cache: "no-store" });
         if (probe.ok) {

@@ -42,6 +42,10 @@ from tests.browser_support import (
 )
 from tests.conftest import unique
 
+RACED_RELOADS = 10
+# Mark the page, then reload it a moment later: the mark is gone once the new page is in.
+RELOAD_SOON_JS = "() => { window.reloadPending = true; setTimeout(() => location.reload(), 50); }"
+
 __all__ = ["browser", "open_user"]  # fixtures, imported for pytest to find
 
 pytestmark = pytest.mark.browser
@@ -331,6 +335,23 @@ def test_tab_loaded_with_an_id_another_tab_just_replaced_returns_to_chat(
     page.goto("/")
     expect_online(page, name)
     expect(page.locator("body")).to_have_class("chat-page")
+
+
+def test_two_tabs_reloading_together_both_stay_logged_in(open_user: OpenUser) -> None:
+    """Every page load gives the shared cookie's session a new id and deletes the
+    old one, so two tabs loading at once race; whichever loses must come back."""
+    name = unique("ivy")
+    first = open_user()
+    log_in(first, name)
+    second = first.context.new_page()
+    second.goto("/")
+    expect_online(second, name)
+    for _ in range(RACED_RELOADS):
+        for tab in (first, second):
+            tab.evaluate(RELOAD_SOON_JS)
+        for tab in (first, second):
+            tab.wait_for_function("() => !window.reloadPending")  # the new page is in
+            expect_online(tab, name)
 
 
 def test_login_page_for_a_dead_session_stays_after_one_check(open_user: OpenUser) -> None:
