@@ -20,8 +20,8 @@ class MainHandler(BaseHandler):
         user = self.session_user
         if user is None:
             # A stale cookie may only mean another tab of this browser gave the
-            # session a new id a moment ago (every GET / does): the page checks
-            # once with the browser's current cookie (static/login.js).
+            # session a new id a moment ago (every GET / does): the page asks
+            # again with the browser's current cookie (static/login.js).
             self.render("login.html", error=None, name="", recheck=self.session_cookie_stale)
             return
         await self.regenerate_session()

@@ -2,8 +2,8 @@
 // the server no longer had. Often that session is alive under a new id:
 // another tab of this browser loaded the chat a moment earlier (every page
 // load gives the session a new id and deletes the old one), and its answer
-// has since updated the cookie this tab shares. Ask once with the current
-// cookie and go back to the chat if we are still logged in.
+// has since updated the cookie this tab shares. Ask with the current cookie
+// and go back to the chat if we are still logged in.
 "use strict";
 
 (() => {

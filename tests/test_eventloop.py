@@ -1,15 +1,16 @@
 """The chat processes' IOLoop (handlers/eventloop.py) on a real socket pair.
 
 A frame read in two parts must not unregister and re-register its socket,
-and a stream that stops reading must still lose its READ interest one loop
-turn later (or a peer could fill the process's memory past backpressure).
+and a stream that stops reading must still lose its READ interest a moment
+later (or a peer could fill the process's memory past backpressure).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 from tornado.iostream import IOStream
 
@@ -57,6 +58,18 @@ def count_reader_changes(io_loop: DeferredReadRemovalLoop) -> dict[str, int]:
     return counts
 
 
+@contextmanager
+def stream_pair() -> Iterator[tuple[socket.socket, IOStream]]:
+    """A connected socket pair: the peer's end, and ours as an IOStream; both closed after."""
+    peer, ours = socket.socketpair()
+    stream = IOStream(ours)
+    try:
+        yield peer, stream
+    finally:
+        stream.close()
+        peer.close()
+
+
 async def next_turns(turns: int = 3) -> None:
     for _ in range(turns):
         await asyncio.sleep(0)
@@ -66,17 +79,15 @@ def test_frames_read_in_parts_keep_their_registrations() -> None:
     """Many sockets' frames arrive in one loop turn, as pongs do on a busy process."""
 
     async def scenario(io_loop: DeferredReadRemovalLoop) -> None:
-        pairs = [socket.socketpair() for _ in range(STREAMS)]
-        streams = [IOStream(ours) for _, ours in pairs]
-
         async def read_frames(stream: IOStream) -> None:
             # Like Tornado's frame loop: header, then mask (and payload), again and again.
             for n in range(FRAMES):
                 assert await stream.read_bytes(2) == b"\x8a\x80"
                 assert await stream.read_bytes(4) == bytes([n]) * 4
 
-        try:
-            readers = [asyncio.ensure_future(read_frames(stream)) for stream in streams]
+        with ExitStack() as pairs_closed:
+            pairs = [pairs_closed.enter_context(stream_pair()) for _ in range(STREAMS)]
+            readers = [asyncio.ensure_future(read_frames(stream)) for _, stream in pairs]
             await next_turns()
             counts = count_reader_changes(io_loop)
             for n in range(FRAMES):
@@ -87,47 +98,35 @@ def test_frames_read_in_parts_keep_their_registrations() -> None:
             await next_turns()
             # The last frame's reader returned without asking for more: READ dropped.
             assert counts == {"add": 0, "remove": STREAMS}
-            assert not any(ours.fileno() in io_loop.readers for _, ours in pairs)
-        finally:
-            for stream in streams:
-                stream.close()
-            for peer, _ in pairs:
-                peer.close()
+            assert not any(stream.socket.fileno() in io_loop.readers for _, stream in pairs)
 
     run_on_loop(scenario)
 
 
 def test_a_stream_that_stops_reading_is_unregistered() -> None:
     async def scenario(io_loop: DeferredReadRemovalLoop) -> None:
-        peer, ours = socket.socketpair()
-        stream = IOStream(ours)
-        try:
+        with stream_pair() as (peer, stream):
             peer.sendall(b"abcdef")
             assert await stream.read_bytes(2) == b"ab"
             await next_turns()
             # Four bytes wait unread and nobody reads: no READ interest, as in Tornado.
-            assert ours.fileno() not in io_loop.readers
+            assert stream.socket.fileno() not in io_loop.readers
             peer.sendall(b"ghij")
             await next_turns()
             assert stream._read_buffer_size == 4  # the new bytes stayed in the kernel
             assert await stream.read_bytes(8) == b"cdefghij"
-        finally:
-            stream.close()
-            peer.close()
 
     run_on_loop(scenario)
 
 
 def test_a_closed_stream_leaves_nothing_registered() -> None:
     async def scenario(io_loop: DeferredReadRemovalLoop) -> None:
-        peer, ours = socket.socketpair()
-        stream = IOStream(ours)
-        fd = ours.fileno()
-        peer.sendall(b"abcdef")
-        assert await stream.read_bytes(2) == b"ab"
-        stream.close()  # within the same turn as the deferred removal
-        await next_turns()
-        assert fd not in io_loop.readers and fd not in io_loop.handlers
-        peer.close()
+        with stream_pair() as (peer, stream):
+            fd = stream.socket.fileno()
+            peer.sendall(b"abcdef")
+            assert await stream.read_bytes(2) == b"ab"
+            stream.close()  # within the same turn as the deferred removal
+            await next_turns()
+            assert fd not in io_loop.readers and fd not in io_loop.handlers
 
     run_on_loop(scenario)
