@@ -20,15 +20,16 @@ from tornado.netutil import bind_unix_socket
 from tornado.options import define, options, parse_command_line
 
 from handlers import ROUTES, close_all_draining, wait_detached, watch_sessions
+from handlers.edge import MAX_BODY_BYTES, EdgeHeaders, front_door_server, trusted_addresses
 from handlers.eventloop import DeferredReadRemovalLoop
 from handlers.frames import MAX_TEXT_CHARS
 from handlers.keepalive import KeepAlive
 from handlers.limits import SocketLimits
-from pubsub import ChatBus, Keys, RateLimit
-from pubsub.publish import DEFAULT_STREAM_MAXLEN
+from pubsub import Allowance, ChatBus, Keys, RateLimit, RoomCaps
 from redisconn import RedisTarget, connect, connect_probe, is_cluster
 from redisconn.connect import DEFAULT_SENTINEL_MASTER
 from sessions import DEFAULT_IDLE_TTL_SECONDS, SessionStore
+from sessions.store import DEFAULT_MAX_LOGINS_PER_USER
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("chatfleet")
@@ -80,8 +81,19 @@ define("session_idle_ttl", default=int(os.environ.get("CHAT_SESSION_TTL",
        type=int, help="seconds of inactivity before a session ends")
 define("allowed_origins", default=os.environ.get("CHAT_ALLOWED_ORIGINS", ""),
        help="comma-separated extra origins allowed to open /ws (same host is always allowed)")
-define("stream_maxlen", default=int(os.environ.get("CHAT_STREAM_MAXLEN", DEFAULT_STREAM_MAXLEN)),
-       type=int, help="messages kept per room (approximate)")
+define("stream_maxlen", default=int(os.environ.get("CHAT_STREAM_MAXLEN", RoomCaps.max_messages)),
+       type=int, help="messages kept per room (trimmed in batches of 100)")
+define("room_max_bytes", default=int(os.environ.get("CHAT_ROOM_MAX_BYTES", RoomCaps.max_bytes)),
+       type=int, help="bytes of names and texts kept per room (oldest trimmed first)")
+define("room_idle_days", default=int(os.environ.get("CHAT_ROOM_IDLE_DAYS",
+                                                    RoomCaps.idle_seconds // 86400)),
+       type=int, help="days without a message or join after which a room's history expires")
+define("rooms_per_day", default=int(os.environ.get("CHAT_ROOMS_PER_DAY",
+                                                   Allowance.rooms_per_day)),
+       type=int, help="new rooms one user may create per day, over all instances")
+define("max_logins_per_user",
+       default=int(os.environ.get("CHAT_MAX_LOGINS_PER_USER", DEFAULT_MAX_LOGINS_PER_USER)),
+       type=int, help="sessions one user may hold; a new login past it ends the oldest")
 define("max_text_chars", default=MAX_TEXT_CHARS, type=int, help="longest chat text")
 define("rate_limit", default=int(os.environ.get("CHAT_RATE_LIMIT", RateLimit.per_window)), type=int,
        help="chat messages per user per 10 s, over all instances (0: no limit, for benchmarks)")
@@ -89,9 +101,10 @@ define("rate_burst", default=int(os.environ.get("CHAT_RATE_BURST", RateLimit.bur
        help="messages a user may send at once before the rate applies")
 define("max_rooms_per_socket", default=SocketLimits.max_rooms_per_socket, type=int,
        help="rooms one WebSocket may join")
-define("max_sockets_per_user",
-       default=int(os.environ.get("CHAT_MAX_SOCKETS_PER_USER", SocketLimits.max_sockets_per_user)),
-       type=int, help="WebSockets one user may hold open on one instance")
+define("max_sockets_per_login",
+       default=int(os.environ.get("CHAT_MAX_SOCKETS_PER_LOGIN",
+                                  SocketLimits.max_sockets_per_login)),
+       type=int, help="WebSockets one login (browser session) may hold open on one instance")
 define("slow_consumer_bytes", default=SocketLimits.slow_consumer_bytes, type=int,
        help="unsent bytes after which a socket that stopped reading is cut off")
 define("max_frame_bytes", default=16 * 1024, type=int, help="largest WebSocket frame (close 1009)")
@@ -104,6 +117,11 @@ define("drain_wait", default=3.0, type=float,
        help="seconds between /healthz turning 503 and closing sockets (HAProxy: fall 2 x inter 1s)")
 define("drain_spread", default=3.0, type=float,
        help="seconds over which draining sockets are closed with 1012")
+define("max_body_bytes", default=int(os.environ.get("CHAT_MAX_BODY_BYTES", MAX_BODY_BYTES)),
+       type=int, help="largest request body (forms only; larger: 400 before any handler runs)")
+define("trusted_proxies", default=os.environ.get("CHAT_TRUSTED_PROXIES", ""),
+       help="comma-separated addresses (a front door over TCP) whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed; the Unix socket's peer always is")
 
 def cookie_secret() -> str | None:
     """CHAT_COOKIE_SECRET, else the shared secret file the stack made once."""
@@ -152,7 +170,7 @@ def make_app(
         "limits": SocketLimits(
             max_text_chars=options.max_text_chars,
             max_rooms_per_socket=options.max_rooms_per_socket,
-            max_sockets_per_user=options.max_sockets_per_user,
+            max_sockets_per_login=options.max_sockets_per_login,
             slow_consumer_bytes=options.slow_consumer_bytes,
         ),
         "websocket_max_message_size": options.max_frame_bytes,
@@ -162,7 +180,9 @@ def make_app(
         "log_function": _log_request,
     }
     settings.update(overrides)
-    return tornado.web.Application(ROUTES, **settings)
+    app = tornado.web.Application(ROUTES, **settings)
+    app.add_transform(EdgeHeaders)  # security headers on every answer; no Server header
+    return app
 
 
 # The garbage collector, tuned for a process holding thousands of sockets for
@@ -194,9 +214,14 @@ async def main() -> None:
     redis = connect(target)
     keys = Keys(options.key_prefix, sharded=is_cluster(redis))
     rate = RateLimit(per_window=options.rate_limit, burst=options.rate_burst)
-    bus = ChatBus(redis, instance, keys, options.stream_maxlen, rate, options.redis_wait_replicas,
-                  probe=connect_probe(target))
-    sessions = SessionStore(redis, options.key_prefix, options.session_idle_ttl)
+    idle_seconds = options.room_idle_days * 86400
+    caps = RoomCaps(max_messages=options.stream_maxlen, max_bytes=options.room_max_bytes,
+                    idle_seconds=idle_seconds)
+    allowance = Allowance(rooms_per_day=options.rooms_per_day, room_idle_seconds=idle_seconds)
+    bus = ChatBus(redis, instance, keys, caps, rate, options.redis_wait_replicas,
+                  probe=connect_probe(target), allowance=allowance)
+    sessions = SessionStore(redis, options.key_prefix, options.session_idle_ttl,
+                            options.max_logins_per_user)
     draining = asyncio.Event()
     app = make_app(bus, sessions, secret, instance, draining)
     tune_gc()
@@ -204,7 +229,9 @@ async def main() -> None:
     await bus.start()
     watcher = asyncio.create_task(watch_sessions(sessions, options.session_check_interval))
     pinger = asyncio.create_task(app.settings["keepalive"].run(), name="keepalive")
-    server = app.listen(port, options.address, xheaders=True, backlog=LISTEN_BACKLOG)
+    server = front_door_server(app, trusted_addresses(options.trusted_proxies),
+                               options.max_body_bytes)
+    server.listen(port, options.address, backlog=LISTEN_BACKLOG)
     if options.unix_socket_dir and options.instance_number:
         # HAProxy on this host talks to us here: a Unix socket costs the sender
         # about 3 µs a frame where loopback TCP costs 7.6 (bench/micro.py).

@@ -118,6 +118,9 @@ class NullMember:
     def busy(self) -> bool:
         return False
 
+    async def drain(self) -> bool:
+        return True
+
 
 def fanout_row(args: argparse.Namespace) -> Row:
     """The fan-out loop per member (decode once, frame once, cursor check, send call)."""

@@ -566,7 +566,7 @@ def run(args: argparse.Namespace) -> list[StormResult]:
     raise_nofile()
     results = []
     for kind in args.servers:
-        env = {"CHAT_MAX_SOCKETS_PER_USER": str(args.sockets_per_user)}
+        env = {"CHAT_MAX_SOCKETS_PER_LOGIN": str(args.sockets_per_user)}
         with bench_target(kind, args.instances, env if kind == "chatfleet" else None) as target:
             results.append(asyncio.run(run_storm(args, target)))
     print()

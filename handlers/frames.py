@@ -58,6 +58,19 @@ class Typing:
 ClientFrame = Join | Leave | Chat | History | Typing
 
 
+def _text(obj: dict[str, object], name: str) -> str:
+    """Field `name` as text that UTF-8 can carry: JSON may spell a lone
+    surrogate ("\\ud800") that no socket, log or Redis reply could encode."""
+    value = obj.get(name)
+    if not isinstance(value, str):
+        raise FrameError("bad_frame", f"'{name}' must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FrameError("bad_frame", f"'{name}' is not valid Unicode text") from None
+    return value
+
+
 def _room(obj: dict[str, object]) -> str:
     room = obj.get("room")
     if not isinstance(room, str):
@@ -90,17 +103,13 @@ def _history(obj: dict[str, object]) -> History:
 
 def _chat(obj: dict[str, object], max_text: int) -> Chat:
     room = _room(obj)
-    text = obj.get("text")
-    if not isinstance(text, str):
-        raise FrameError("bad_frame", "'text' must be a string")
+    text = _text(obj, "text")
     if not text.strip():
         raise FrameError("bad_frame", "'text' is empty")
     if len(text) > max_text:
         raise FrameError("too_large", f"a message is at most {max_text} characters")
-    cid = obj.get("cid", "")
-    if cid is None:
-        cid = ""
-    if not isinstance(cid, str) or len(cid) > MAX_CID_CHARS or not cid.isprintable():
+    cid = _text(obj, "cid") if obj.get("cid") is not None else ""
+    if len(cid) > MAX_CID_CHARS or not cid.isprintable():
         raise FrameError("bad_frame", f"'cid' must be printable text of up to {MAX_CID_CHARS}")
     return Chat(room=room, text=text, cid=cid)
 

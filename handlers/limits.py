@@ -13,11 +13,12 @@ class SocketLimits:
     max_text_chars: int = MAX_TEXT_CHARS
     # One socket following more rooms than a person can read is a scraper.
     max_rooms_per_socket: int = 20
-    # Tabs and devices of one user on one instance; more is a script.
-    max_sockets_per_user: int = 20
-    # Refusals for rate within ABUSE_WINDOW before the socket is closed (1008).
+    # Tabs of one login (one browser) on one instance; more is a script.
+    max_sockets_per_login: int = 20
+    # A login's rate refusals within pubsub.publish.STRIKE_WINDOW_SECONDS
+    # (counted in Redis, so reconnecting does not reset them) before its
+    # socket is closed (1008).
     abuse_strikes: int = 30
-    abuse_window_seconds: float = 60.0
     # Queued-but-unsent bytes of a socket that stopped reading. Past this it
     # is cut off (it resumes from history when it comes back), so one stalled
     # reader never holds the process's memory or slows the others.

@@ -24,7 +24,10 @@ class MainHandler(BaseHandler):
             # again with the browser's current cookie (static/login.js).
             self.render("login.html", error=None, name="", recheck=self.session_cookie_stale)
             return
-        await self.regenerate_session()
+        if not await self.regenerate_session():
+            # Logged out, or another tab moved the session a moment ago.
+            self.render("login.html", error=None, name="", recheck=True)
+            return
         self.render("chat.html", user=user, instance=self.instance)
 
 
@@ -40,6 +43,10 @@ class LoginHandler(BaseHandler):
             return
         login_id = secrets.token_urlsafe(LOGIN_ID_BYTES)
         await self.regenerate_session({"user": name, "login": login_id})
+        # Past the user's cap of logins the oldest end, everywhere.
+        for pushed_out in await self.session_store.add_login(name, login_id):
+            await self.session_store.end_login(name, pushed_out)
+            await self.bus.end_login(pushed_out)
         self.redirect("/")
 
 
@@ -48,6 +55,12 @@ class LogoutHandler(BaseHandler):
 
     async def post(self) -> None:
         login_id = self.session.get("login")
+        if not isinstance(login_id, str) and self.stale_session_id:
+            # The cookie's id was replaced a moment ago (a page load or probe
+            # raced this logout): end the login it belonged to all the same.
+            login_id = await self.session_store.login_of_replaced(self.stale_session_id)
+            if login_id:
+                await self.session_store.end_login(None, login_id)
         await self.destroy_session()
         if isinstance(login_id, str):
             await self.bus.end_login(login_id)
@@ -60,9 +73,8 @@ class SessionHandler(BaseHandler):
     async def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
         user = self.session_user
-        if user is None:
+        if user is None or not await self.regenerate_session():
             self.set_status(401)
             self.finish({"error": "not_logged_in"})
             return
-        await self.regenerate_session()
         self.finish({"user": user, "instance": self.instance})

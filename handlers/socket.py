@@ -11,7 +11,7 @@ from typing import Any
 
 import tornado.web
 import tornado.websocket
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
 import metrics
@@ -29,7 +29,7 @@ from handlers.frames import (
 from handlers.keepalive import PING_FRAME, PINGS_UNANSWERED_BEFORE_CLOSE, KeepAlive
 from handlers.limits import SocketLimits
 from handlers.wire import wire_frame, write_now
-from pubsub import ChatBus, frame
+from pubsub import ChatBus, Refused, frame
 from sessions import SessionMixin, SessionStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,13 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_DRAINING = 1012
 CLOSE_SESSION_ENDED = 4401
 
+# A history reply holds at most this many characters of messages (at most 4
+# bytes each: well under the slow-consumer bound); a longer page is cut and
+# says `more`.
+HISTORY_FRAME_MAX_CHARS = 64 * 1024
+# A socket that takes none of a reply it is owed within this long is cut
+# off as a slow consumer (it resumes from history when it comes back).
+DRAIN_TIMEOUT_SECONDS = 30.0
 # A typing notice per user and room at most this often; more are dropped.
 TYPING_MIN_INTERVAL_SECONDS = 3.0
 # Logins asked about per pipelined batch in the periodic session check.
@@ -53,8 +60,17 @@ SLOW_CONSUMERS = metrics.counter(
     "chat_slow_consumers_total", "Sockets cut off because they stopped reading"
 )
 ABUSERS = metrics.counter("chat_abuse_closes_total", "Sockets closed with 1008 for abuse")
+FRAME_FAILURES = metrics.counter(
+    "chat_frame_failures_total", "Client frames whose handling failed unexpectedly (a bug)"
+)
+REDIS_FULL = metrics.counter(
+    "chat_redis_oom_total", "Writes Redis refused for memory (maxmemory, noeviction)"
+)
 OPEN_SOCKETS: set[ChatSocketHandler] = set()
-SOCKETS_BY_USER: Counter[str] = Counter()
+# Counted per login, not per user: whoever holds one login (a stolen cookie,
+# a script) can fill only that login's sockets, never lock the user's other
+# devices out. Logins per user are bounded by the session store.
+SOCKETS_BY_LOGIN: Counter[str] = Counter()
 metrics.gauge("chat_open_sockets", "WebSockets open on this instance", lambda: len(OPEN_SOCKETS))
 
 
@@ -65,12 +81,10 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # own attributes that dict stays within the 30 keys CPython shares between
     # instances of a class (a shared-key dict), instead of growing a private
     # table of its own: about 1.3 KB less per idle socket.
-    __slots__ = ("user", "login_id", "strikes", "last_typing", "active", "answered",
-                 "unanswered")
+    __slots__ = ("user", "login_id", "last_typing", "active", "answered", "unanswered")
 
     user: str
     login_id: str
-    strikes: list[float]
     last_typing: dict[str, float]
     # Whether the user sent anything since the last session check: a user
     # chatting in one tab for days is not idle.
@@ -125,12 +139,11 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         return limits
 
     async def open(self, *args: str, **kwargs: str) -> None:
-        if SOCKETS_BY_USER[self.user] >= self.limits.max_sockets_per_user:
-            self.close(CLOSE_POLICY, "too many connections for this user")
+        if SOCKETS_BY_LOGIN[self.login_id] >= self.limits.max_sockets_per_login:
+            self.close(CLOSE_POLICY, "too many connections for this login")
             return
-        SOCKETS_BY_USER[self.user] += 1
+        SOCKETS_BY_LOGIN[self.login_id] += 1
         OPEN_SOCKETS.add(self)
-        self.strikes = []
         self.last_typing = {}
         self.active = False
         self.answered = True  # the last keep-alive ping (none yet)
@@ -142,10 +155,15 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         if stream is not None:
             stream.max_write_buffer_size = self.limits.slow_consumer_bytes
         self.bus.attach(self)
+        # Asked after attach: a logout that ended this login while the upgrade
+        # ran was broadcast before we could hear it, so look for ourselves.
         try:
-            rooms = await self.session_store.rooms(self.login_id) if self.login_id else []
+            alive, rooms = await self.session_store.login_state(self.login_id)
         except (RedisError, OSError):
-            rooms = []
+            alive, rooms = True, []
+        if not alive:
+            self.end_session()
+            return
         # `rooms`: the rooms this login had joined besides the lobby, for the
         # client to join again after a refresh.
         self.send_frame(frame("hello", user=self.user, instance=self.settings["instance"],
@@ -209,6 +227,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             elif isinstance(parsed, Join):
                 await self._join(parsed)
             elif isinstance(parsed, Leave):
+                if self.bus.is_member(self, parsed.room):
+                    await self.bus.admit_leave(self.user)
                 # Forget the room for this login first, so a refresh racing
                 # the leave never brings it back.
                 if self.login_id:
@@ -218,10 +238,20 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
                 await self._history(parsed)
             elif isinstance(parsed, Typing):
                 await self._typing(parsed)
-        except FrameError as error:
+        except (FrameError, Refused) as error:
             self._refuse(error.code, error.reason)
+        except OutOfMemoryError:
+            REDIS_FULL.inc()
+            self._refuse("unavailable", "nothing was stored; resend later with the same cid")
         except (RedisError, OSError, TimeoutError):
             self._refuse("unavailable", "nothing was stored; resend later with the same cid")
+        except Exception as error:  # noqa: BLE001 - the boundary between a client and the process
+            # No input may cost a traceback in the log (it could carry the
+            # input) or the socket: name the failure, count it, answer.
+            FRAME_FAILURES.inc()
+            log.error("frame handling failed: %s", type(error).__name__)
+            log.debug("frame handling failed", exc_info=True)
+            self._refuse("bad_frame", "that frame could not be handled")
 
     async def _join(self, join: Join) -> None:
         if not await self._session_alive():
@@ -231,6 +261,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             raise FrameError(
                 "bad_room", f"at most {self.limits.max_rooms_per_socket} rooms per connection"
             )
+        await self.bus.admit_join(self.user, join.room)
         await self.bus.join(self, join.room, join.after)
         if self.login_id and join.room != LOBBY:
             await self.session_store.add_room(self.login_id, join.room)
@@ -239,6 +270,20 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         if not self.bus.is_member(self, request.room):
             raise FrameError("not_joined", "join the room before reading its history")
         page, more = await self.bus.history.before(request.room, request.before, request.limit)
+        # A page of long messages is kept under HISTORY_FRAME_MAX_CHARS: the
+        # newest of it (the client pages on backwards from its oldest id).
+        kept, size = 0, 0
+        for entry in reversed(page):
+            size += len(entry.frame) + 1
+            if kept and size > HISTORY_FRAME_MAX_CHARS:
+                more = True
+                break
+            kept += 1
+        page = page[len(page) - kept:]
+        # The reply is ours to send whole: wait until the socket has taken what
+        # was queued before it, so only a reader that fails to drain is cut.
+        if not await self.drain():
+            return
         # The messages are ready-made chat frames: splice them, do not re-encode.
         head = frame("history", room=request.room, more=more)[:-1]
         self.send_frame(head + ',"messages":[' + ",".join(e.frame for e in page) + "]}")
@@ -255,9 +300,12 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     async def _chat(self, chat: Chat) -> None:
         if not self.bus.is_member(self, chat.room):
             raise FrameError("not_joined", "join the room before writing to it")
-        published = await self.bus.publish(chat.room, self.user, chat.text, chat.cid)
+        published = await self.bus.publish(chat.room, self.user, chat.text, chat.cid,
+                                           self.login_id)
         if published.rate_limited:
-            self._strike()
+            if published.strikes >= self.limits.abuse_strikes:
+                ABUSERS.inc()
+                self.close(CLOSE_POLICY, "too many messages")
             raise FrameError("rate_limited", "too many messages; slow down and resend")
         if chat.cid:
             self.send_frame(frame("ack", cid=chat.cid, id=published.id))
@@ -268,16 +316,6 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             self.end_session()
             return False
         return True
-
-    def _strike(self) -> None:
-        """Count a rate refusal; sustained abuse closes the socket (1008)."""
-        now = time.monotonic()
-        window = self.limits.abuse_window_seconds
-        self.strikes = [t for t in self.strikes if now - t < window]
-        self.strikes.append(now)
-        if len(self.strikes) >= self.limits.abuse_strikes:
-            ABUSERS.inc()
-            self.close(CLOSE_POLICY, "too many messages")
 
     def _refuse(self, code: str, reason: str) -> None:
         FRAMES_REFUSED.inc()
@@ -309,6 +347,25 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         stream = self._stream()
         return stream is None or stream.writing()
 
+    async def drain(self) -> bool:
+        """Wait until everything queued is sent (fanout.Member); a socket that
+        takes none of it within DRAIN_TIMEOUT_SECONDS is cut as a slow consumer."""
+        stream = self._stream()
+        if stream is None or stream.closed():
+            return False
+        if not stream.writing():
+            return True
+        try:
+            # Resolves once every byte queued so far has gone to the kernel.
+            await asyncio.wait_for(stream.write(b""), DRAIN_TIMEOUT_SECONDS)
+        except StreamClosedError:
+            return False
+        except TimeoutError:
+            SLOW_CONSUMERS.inc()
+            stream.close()
+            return False
+        return not stream.closed()
+
     def _stream(self) -> IOStream | None:
         """The upgraded connection's stream, None before the upgrade or after close."""
         return self.ws_connection.stream if self.ws_connection is not None else None
@@ -320,9 +377,9 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         if self not in OPEN_SOCKETS:
             return
         OPEN_SOCKETS.discard(self)
-        SOCKETS_BY_USER[self.user] -= 1
-        if SOCKETS_BY_USER[self.user] <= 0:
-            del SOCKETS_BY_USER[self.user]
+        SOCKETS_BY_LOGIN[self.login_id] -= 1
+        if SOCKETS_BY_LOGIN[self.login_id] <= 0:
+            del SOCKETS_BY_LOGIN[self.login_id]
         task = asyncio.get_running_loop().create_task(self.bus.detach(self))
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)

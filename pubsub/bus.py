@@ -16,12 +16,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 import metrics
+from pubsub.admission import Admission, Allowance
 from pubsub.codec import ZERO_ID, StreamId, frame, pack, unpack
-from pubsub.fanout import Fanout, Member
-from pubsub.history import History
+from pubsub.fanout import Cursor, Fanout, Member
+from pubsub.history import Entry, History
 from pubsub.keys import Keys
 from pubsub.presence import PRESENCE_REFRESH_SECONDS, Presence
-from pubsub.publish import DEFAULT_STREAM_MAXLEN, Published, Publisher, RateLimit
+from pubsub.publish import Published, Publisher, RateLimit, RoomCaps
 from pubsub.sharded import ShardedSubscriber
 from pubsub.subscriber import REDIS_ERRORS, Subscriber
 from redisconn import RedisClient, ping
@@ -29,6 +30,15 @@ from redisconn import RedisClient, ping
 log = logging.getLogger(__name__)
 
 PUBLISHES = metrics.counter("chat_publishes_total", "Chat messages stored and published")
+
+# A join with `after` replays at most this many messages; a longer gap gets
+# `reset` (reason trimmed) and the recent messages, and the client pages back
+# with `history` if it wants more.
+REPLAY_MAX_MESSAGES = 1000
+# History goes out in chunks of about this many characters (at most 4 bytes
+# each, so well under the slow-consumer bound); the next waits for the socket
+# to take the last.
+REPLAY_CHUNK_CHARS = 32 * 1024
 
 
 class Socket(Member, Protocol):
@@ -48,10 +58,11 @@ class ChatBus:
         redis: RedisClient,
         instance: str,
         keys: Keys | None = None,
-        stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+        caps: RoomCaps | None = None,
         rate: RateLimit | None = None,
         wait_replicas: int = 0,
         probe: RedisClient | None = None,
+        allowance: Allowance | None = None,
     ) -> None:
         """`keys.sharded` must be True exactly when `redis` is a Cluster client.
 
@@ -62,7 +73,8 @@ class ChatBus:
         self.keys = keys or Keys(sharded=isinstance(redis, RedisCluster))
         assert self.keys.sharded == isinstance(redis, RedisCluster), "Keys(sharded=) mismatch"
         self.instance = instance
-        self.publisher = Publisher(redis, self.keys, stream_maxlen, rate, wait_replicas)
+        self.publisher = Publisher(redis, self.keys, caps, rate, wait_replicas)
+        self.admission = Admission(redis, self.keys, allowance)
         self.history = History(redis, self.keys)
         self.presence = Presence(redis, self.keys, instance)
         self.fanout = Fanout()
@@ -126,7 +138,12 @@ class ChatBus:
     async def join(self, member: Member, room: str, after: StreamId | None) -> None:
         """Join `room`: history (all after `after`, or the recent part), then live.
 
-        Joining a room the member is already in restarts it from `after`.
+        Joining a room the member is already in restarts it from `after`. A
+        gap longer than REPLAY_MAX_MESSAGES is not replayed: `reset`
+        (trimmed) first, then the recent messages, as for a plain join.
+        History goes out paced by the member's own draining, so an honest
+        reader always gets it whole and a member that stops reading, or goes,
+        stops the replay (nothing more is read from Redis for it).
         """
         key = (room, member.user)
         first_of_user = False
@@ -140,16 +157,22 @@ class ChatBus:
         self._rooms_by_channel[channel.encode()] = room
         try:
             await self.subscriber.subscribe(channel)
+            if after is not None and (
+                await self.history.count_after(room, after) > REPLAY_MAX_MESSAGES
+            ):
+                member.send_frame(frame("reset", room=room, reason="trimmed"))
+                after = None
             if after is None:
-                for entry in await self.history.recent(room):
-                    cursor.last = entry.key
-                    member.send_frame(entry.frame)
+                sent = await self._send_paced(member, cursor, await self.history.recent(room))
             else:
-                async for page in self.history.after(room, after):
-                    for entry in page:
-                        if entry.key > cursor.last:
-                            cursor.last = entry.key
-                            member.send_frame(entry.frame)
+                sent = await self._replay(member, room, cursor)
+            while sent and cursor.overflowed:
+                # Live messages came faster than the replay: read them from the stream.
+                cursor.overflowed, cursor.pending, cursor.pending_chars = False, [], 0
+                sent = await self._replay(member, room, cursor)
+            if not sent:
+                await self._forget(member, room)
+                return
             self.fanout.finish_replay(member, cursor)
             if first_of_user:
                 await self.presence.enter(room, member.user)
@@ -158,6 +181,30 @@ class ChatBus:
             await self._forget(member, room)
             raise
         member.send_frame(frame("presence", room=room, users=users))
+
+    async def _replay(self, member: Member, room: str, cursor: Cursor) -> bool:
+        """Everything stored after the cursor, a page at a time; False if the member went."""
+        async for page in self.history.after(room, cursor.last):
+            if not await self._send_paced(member, cursor, page):
+                return False
+        return True
+
+    @staticmethod
+    async def _send_paced(member: Member, cursor: Cursor, entries: list[Entry]) -> bool:
+        """Send `entries` past the cursor, waiting for the member to take each
+        REPLAY_CHUNK_CHARS; False if it went or stopped reading."""
+        queued = 0
+        for entry in entries:
+            if entry.key <= cursor.last:
+                continue
+            cursor.last = entry.key
+            member.send_frame(entry.frame)
+            queued += len(entry.frame)
+            if queued >= REPLAY_CHUNK_CHARS:
+                if not await member.drain():
+                    return False
+                queued = 0
+        return await member.drain() if queued else True
 
     async def leave(self, member: Member, room: str, *, on_purpose: bool = True) -> None:
         if not self.fanout.is_member(member, room):
@@ -188,8 +235,17 @@ class ChatBus:
     def is_member(self, member: Member, room: str) -> bool:
         return self.fanout.is_member(member, room)
 
-    async def publish(self, room: str, user: str, text: str, cid: str = "") -> Published:
-        published = await self.publisher.publish(room, user, text, cid)
+    async def admit_join(self, user: str, room: str) -> None:
+        """Count a join against the user's shared allowance; admission.Refused past it."""
+        await self.admission.enter(user, room)
+
+    async def admit_leave(self, user: str) -> None:
+        await self.admission.take_turn(user)
+
+    async def publish(
+        self, room: str, user: str, text: str, cid: str = "", login: str = ""
+    ) -> Published:
+        published = await self.publisher.publish(room, user, text, cid, login)
         if not (published.duplicate or published.rate_limited):
             PUBLISHES.inc()
         return published

@@ -17,6 +17,11 @@ ZERO_ID: StreamId = (0, 0)
 
 # Two 64-bit numbers and a dash.
 MAX_ID_CHARS = 41
+# Redis refuses a stream id part past 2**64 - 1 (and an exclusive range from
+# the very last id): such an id is the client's mistake (bad_frame), not a
+# Redis outage. Real ids' milliseconds are far below 2**63.
+MAX_ID_MS = 2**63 - 1
+MAX_ID_SEQ = 2**64 - 1
 
 
 def parse_id(text: str) -> StreamId:
@@ -24,9 +29,12 @@ def parse_id(text: str) -> StreamId:
     if len(text) > MAX_ID_CHARS:
         raise ValueError("stream id too long")
     ms, _, seq = text.partition("-")
-    if not ms.isdigit() or (seq and not seq.isdigit()):
+    if not (ms.isascii() and ms.isdigit()) or (seq and not (seq.isascii() and seq.isdigit())):
         raise ValueError(f"not a stream id: {text[:40]!r}")
-    return int(ms), int(seq or 0)
+    parsed = int(ms), int(seq or 0)
+    if parsed[0] > MAX_ID_MS or parsed[1] > MAX_ID_SEQ:
+        raise ValueError("stream id out of range")
+    return parsed
 
 
 def format_id(sid: StreamId) -> str:

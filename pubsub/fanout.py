@@ -34,12 +34,27 @@ class Member(Protocol):
     def busy(self) -> bool:
         """True while earlier frames are still unsent: skip what can be dropped."""
 
+    async def drain(self) -> bool:
+        """Wait until every queued frame is sent. False if the member is gone,
+        or took none of it in time (it is then closed as a slow consumer)."""
+
+
+# Characters of live messages held for one member while its replay runs
+# (they go out in one go when it ends). Past this they are dropped and the
+# replay reads them from the stream instead (every chat is stored), so a
+# long replay holds neither a room's traffic in memory nor a burst that
+# would overrun the socket.
+PENDING_MAX_CHARS = 64 * 1024
+
 
 @dataclass
 class Cursor:
     last: StreamId = ZERO_ID
     # While the member's history replay runs, live messages wait here.
     pending: list[tuple[StreamId, str]] | None = field(default_factory=list)
+    pending_chars: int = 0
+    # Live messages were dropped from `pending`: the replay must read on.
+    overflowed: bool = False
 
 
 class Fanout:
@@ -56,7 +71,7 @@ class Fanout:
         if cursor is None:
             cursor = members[member] = Cursor()
         else:
-            cursor.pending = []
+            cursor.pending, cursor.pending_chars, cursor.overflowed = [], 0, False
         return cursor, first
 
     def remove(self, member: Member, room: str) -> bool:
@@ -80,7 +95,7 @@ class Fanout:
 
     def finish_replay(self, member: Member, cursor: Cursor) -> None:
         """Replay is done: send what arrived live meanwhile and go live."""
-        pending, cursor.pending = cursor.pending or [], None
+        pending, cursor.pending, cursor.pending_chars = cursor.pending or [], None, 0
         # A gap repair may have queued older ids after newer live ones.
         pending.sort(key=lambda item: item[0])
         for key, text in pending:
@@ -119,7 +134,11 @@ class Fanout:
         sent = 0
         for member, cursor in list(members.items()):
             if cursor.pending is not None:
-                cursor.pending.append((key, text))
+                if cursor.pending_chars + len(text) <= PENDING_MAX_CHARS:
+                    cursor.pending.append((key, text))
+                    cursor.pending_chars += len(text)
+                else:
+                    cursor.overflowed = True
             elif key > cursor.last:
                 cursor.last = key
                 member.send_frame(text)

@@ -25,8 +25,10 @@ class Keys:
     def stream(self, room: str) -> str:
         return f"{self.prefix}chat:{{{room}}}:stream"
 
-    def dedupe(self, room: str, cid: str) -> str:
-        return f"{self.prefix}chat:{{{room}}}:dedupe:{cid}"
+    def dedupe(self, room: str, user: str, cid: str) -> str:
+        """A sent `cid` is the sender's own: another user's same cid is another message.
+        (User names never hold ':', so user and cid cannot run together.)"""
+        return f"{self.prefix}chat:{{{room}}}:dedupe:{user}:{cid}"
 
     def channel(self, room: str) -> str:
         return f"{self.prefix}chat:{{{room}}}:live"
@@ -49,6 +51,24 @@ class Keys:
         if self.sharded:
             return f"{self.prefix}chat:{{{room}}}:rate:{user}"
         return f"{self.prefix}rate:{{{user}}}"
+
+    def strikes(self, login: str, room: str) -> str:
+        """A login's recent rate refusals (1008 past a bound); slotted as `rate`."""
+        if self.sharded:
+            return f"{self.prefix}chat:{{{room}}}:strikes:{login}"
+        return f"{self.prefix}strikes:{{{login}}}"
+
+    def join_rate(self, user: str) -> str:
+        """A user's bucket of joins and leaves, shared by every instance."""
+        return f"{self.prefix}join-rate:{{{user}}}"
+
+    def rooms_made(self, user: str) -> str:
+        """How many rooms the user created today."""
+        return f"{self.prefix}rooms-made:{{{user}}}"
+
+    def room_meta(self, room: str) -> str:
+        """The room's bookkeeping: `seq` (messages ever stored), `bytes` (stored now)."""
+        return f"{self.prefix}chat:{{{room}}}:meta"
 
     def control_channel(self) -> str:
         """Orders to every instance (end a session's sockets); a shard channel on a Cluster."""

@@ -27,10 +27,17 @@ PRESENCE_REFRESH_SECONDS = 5
 # keeps its user present this long, so a reconnect announces nothing.
 RECONNECT_GRACE_SECONDS = 10
 
+# Presence keys expire this long after their last write: live instances
+# rewrite them every PRESENCE_REFRESH_SECONDS, so only the keys of rooms every
+# instance has left (or of instances that all died) lapse, instead of staying
+# in Redis for good.
+PRESENCE_KEY_TTL_MS = 4 * (PRESENCE_TTL_SECONDS + RECONNECT_GRACE_SECONDS) * 1000
+
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
+local KEY_TTL = KEY_TTL_MS
+""".replace("KEY_TTL_MS", str(PRESENCE_KEY_TTL_MS))
 
 # Drop users whose every entry has lapsed and announce them gone.
 # KEYS: presence zset, live channel. ARGV: room.
@@ -54,6 +61,8 @@ local present = redis.call('ZSCORE', KEYS[1], ARGV[2])
 local expiry = now + tonumber(ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[3], expiry)
 redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[2])
+redis.call('PEXPIRE', KEYS[3], KEY_TTL)
+redis.call('PEXPIRE', KEYS[1], KEY_TTL)
 if not present then
   redis.call(PUBLISH, KEYS[2], cmsgpack.pack({t = 'joined', room = ARGV[1], user = ARGV[2]}))
   return 1
@@ -67,6 +76,7 @@ _EXIT_LUA = _NOW + _SWEEP + """
 local grace = tonumber(ARGV[4])
 if grace > 0 then
   redis.call('HSET', KEYS[3], ARGV[3], now + grace)
+  redis.call('PEXPIRE', KEYS[3], KEY_TTL)
 else
   redis.call('HDEL', KEYS[3], ARGV[3])
 end
@@ -90,8 +100,10 @@ _REFRESH_LUA = _NOW + _SWEEP + """
 local expiry = now + tonumber(ARGV[3])
 for i = 4, #ARGV do
   redis.call('HSET', KEYS[1] .. ':' .. ARGV[i], ARGV[2], expiry)
+  redis.call('PEXPIRE', KEYS[1] .. ':' .. ARGV[i], KEY_TTL)
   redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[i])
 end
+redis.call('PEXPIRE', KEYS[1], KEY_TTL)
 return sweep(now)
 """
 

@@ -9,16 +9,28 @@ from redis.exceptions import RedisError
 
 from pubsub.codec import as_str
 from pubsub.keys import Keys
-from pubsub.scripts import register
+from pubsub.scripts import BUCKET_LUA, NOW_LUA, register
 from redisconn import RedisClient
 
-# Each room keeps about this many recent messages (approximate MAXLEN ~ lets
-# Redis trim whole nodes, which is far cheaper than an exact cap).
+# Each room keeps this many recent messages (trimmed in batches of
+# TRIM_SLACK, so it holds between this and this + TRIM_SLACK) ...
 DEFAULT_STREAM_MAXLEN = 10_000
+# ... and at most this many bytes of names and texts: without it one room of
+# 4,000-character messages held ~155 MB at the count cap alone.
+DEFAULT_ROOM_MAX_BYTES = 8 * 1024 * 1024
+# A room's stream and bookkeeping expire after this long without a message or
+# a join, so abandoned rooms do not hold Redis memory forever.
+DEFAULT_ROOM_IDLE_SECONDS = 365 * 24 * 3600
+TRIM_SLACK = 100
 
 # PROTOCOL.md: a resend with the same cid within 10 minutes is acknowledged
 # again and not published twice.
 CID_DEDUPE_SECONDS = 600
+
+# One login's refused sends within this window are its strikes; enough of them
+# close its socket (1008). Kept in Redis with the login's bucket, so
+# reconnecting, or moving to another instance, does not wipe the record.
+STRIKE_WINDOW_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -43,12 +55,56 @@ class RateLimit:
         return self.per_window / (self.window_seconds * 1000)
 
 
-# KEYS: stream, dedupe key, live channel (all tagged with the room), rate bucket.
+@dataclass(frozen=True)
+class RoomCaps:
+    """What one room may hold in Redis (README: Bounds)."""
+
+    max_messages: int = DEFAULT_STREAM_MAXLEN
+    max_bytes: int = DEFAULT_ROOM_MAX_BYTES
+    idle_seconds: int = DEFAULT_ROOM_IDLE_SECONDS
+
+
+# Drop the oldest entries while the stream is over its count or byte cap:
+# batches of up to 100, at most 8 batches per publish (the next publish goes on).
+_TRIM_LUA = """
+local function entry_bytes(fields)
+  local size = 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'user' or fields[i] == 'text' then size = size + #fields[i + 1] end
+  end
+  return size
+end
+local function trim(stream, meta, maxlen, maxbytes, bytes)
+  local len = redis.call('XLEN', stream)
+  if len <= maxlen + SLACK and bytes <= maxbytes then return end
+  for _ = 1, 8 do
+    local rows = redis.call('XRANGE', stream, '-', '+', 'COUNT', 101)
+    local drop, freed = 0, 0
+    while drop < #rows - 1 and (len - drop > maxlen or bytes - freed > maxbytes) do
+      drop = drop + 1
+      freed = freed + entry_bytes(rows[drop][2])
+    end
+    if drop == 0 then return end
+    redis.call('XTRIM', stream, 'MINID', '=', rows[drop + 1][1])
+    len = len - drop
+    bytes = redis.call('HINCRBY', meta, 'bytes', -freed)
+    if len <= maxlen and bytes <= maxbytes then return end
+  end
+end
+""".replace("SLACK", str(TRIM_SLACK))
+
+# KEYS: stream, dedupe key, live channel, room meta (all tagged with the room),
+#       the user's rate bucket, the login's strike record.
 # ARGV: room, user, text, maxlen, cid ('' for none), dedupe seconds,
-#       burst (0: no limit), tokens per ms.
-# Returns {id, status}: status 0 published, 1 repeat of a published cid,
-# 2 refused by the rate limit (id is '').
-_PUBLISH_LUA = """
+#       burst (0: no limit), tokens per ms, max bytes, idle seconds,
+#       strike window ms.
+# Returns {id, status[, strikes]}: status 0 published, 1 repeat of a published
+# cid, 2 refused by the rate limit (id is '', strikes: the login's refusals in
+# the window). Every entry carries `n`, its number in the room (meta `seq`),
+# so a resume can count a gap without reading it.
+# The first write comes after every check, and Redis refuses a script for
+# memory (noeviction) at its first write: a refused publish wrote nothing.
+_PUBLISH_LUA = NOW_LUA + BUCKET_LUA + _TRIM_LUA + """
 local cid = ARGV[5]
 if cid ~= '' then
   local seen = redis.call('GET', KEYS[2])
@@ -56,22 +112,29 @@ if cid ~= '' then
 end
 local burst = tonumber(ARGV[7])
 if burst > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local rate = tonumber(ARGV[8])
-  local bucket = redis.call('HMGET', KEYS[4], 'tokens', 'at')
-  local tokens = tonumber(bucket[1]) or burst
-  local at = tonumber(bucket[2]) or now
-  tokens = math.min(burst, tokens + (now - at) * rate)
-  if tokens < 1 then return {'', 2} end
-  redis.call('HSET', KEYS[4], 'tokens', tokens - 1, 'at', now)
-  redis.call('PEXPIRE', KEYS[4], math.ceil(burst / rate) + 1000)
+  local per_ms = tonumber(ARGV[8])
+  local level = bucket_level(KEYS[5], burst, per_ms, now)
+  if level < 1 then
+    local window = tonumber(ARGV[11])
+    local s = redis.call('HMGET', KEYS[6], 'strikes', 'since')
+    local strikes, since = tonumber(s[1]) or 0, tonumber(s[2]) or now
+    if now - since > window then strikes, since = 0, now end
+    redis.call('HSET', KEYS[6], 'strikes', strikes + 1, 'since', since)
+    redis.call('PEXPIRE', KEYS[6], window)
+    return {'', 2, strikes + 1}
+  end
+  bucket_take(KEYS[5], level, now, math.ceil(burst / per_ms) + 1000)
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
-                      'user', ARGV[2], 'text', ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HSET', KEYS[4], 'bytes', 0) end
+local bytes = redis.call('HINCRBY', KEYS[4], 'bytes', #ARGV[2] + #ARGV[3])
+local n = redis.call('HINCRBY', KEYS[4], 'seq', 1)
+local id = redis.call('XADD', KEYS[1], '*', 'user', ARGV[2], 'text', ARGV[3], 'n', n)
 redis.call(PUBLISH, KEYS[3],
            cmsgpack.pack({t = 'chat', id = id, room = ARGV[1], user = ARGV[2], text = ARGV[3]}))
 if cid ~= '' then redis.call('SET', KEYS[2], id, 'EX', ARGV[6]) end
+trim(KEYS[1], KEYS[4], tonumber(ARGV[4]), tonumber(ARGV[9]), bytes)
+redis.call('EXPIRE', KEYS[1], ARGV[10])
+redis.call('EXPIRE', KEYS[4], ARGV[10])
 return {id, 0}
 """
 
@@ -83,6 +146,8 @@ class Published:
     id: str
     duplicate: bool = False
     rate_limited: bool = False
+    # With rate_limited: the login's refusals within STRIKE_WINDOW_SECONDS.
+    strikes: int = 0
 
 
 class NotReplicated(RedisError):
@@ -106,30 +171,37 @@ class Publisher:
         self,
         redis: RedisClient,
         keys: Keys,
-        maxlen: int = DEFAULT_STREAM_MAXLEN,
+        caps: RoomCaps | None = None,
         rate: RateLimit | None = None,
         wait_replicas: int = 0,
     ) -> None:
         self.redis = redis
         self.keys = keys
-        self.maxlen = maxlen
+        self.caps = caps or RoomCaps()
         self.rate = rate or RateLimit()
         self.wait_replicas = wait_replicas if isinstance(redis, Redis) else 0
         self._script = register(redis, keys, _PUBLISH_LUA)
 
-    async def publish(self, room: str, user: str, text: str, cid: str = "") -> Published:
-        k = self.keys
-        burst = self.rate.burst if self.rate.enabled else 0
-        keys = [k.stream(room), k.dedupe(room, cid), k.channel(room), k.rate(user, room)]
-        args: list[str | int | float] = [room, user, text, self.maxlen, cid, CID_DEDUPE_SECONDS,
-                burst, self.rate.tokens_per_ms if burst else 0]
+    async def publish(
+        self, room: str, user: str, text: str, cid: str = "", login: str = ""
+    ) -> Published:
+        """Store and publish; `login` (the sender's session) carries its strikes."""
+        k, caps, rate = self.keys, self.caps, self.rate
+        burst = rate.burst if rate.enabled else 0
+        keys = [k.stream(room), k.dedupe(room, user, cid), k.channel(room), k.room_meta(room),
+                k.rate(user, room), k.strikes(login or user, room)]
+        args: list[str | int | float] = [
+            room, user, text, caps.max_messages, cid, CID_DEDUPE_SECONDS,
+            burst, rate.tokens_per_ms if burst else 0, caps.max_bytes, caps.idle_seconds,
+            STRIKE_WINDOW_SECONDS * 1000]
         if not self.wait_replicas:
             reply = await self._script(keys=keys, args=args)
         else:
             reply = await self._publish_replicated(keys, args)
         status = int(reply[1])
         return Published(
-            id=as_str(reply[0]), duplicate=status == REPEAT, rate_limited=status == RATE_LIMITED
+            id=as_str(reply[0]), duplicate=status == REPEAT, rate_limited=status == RATE_LIMITED,
+            strikes=int(reply[2]) if status == RATE_LIMITED else 0,
         )
 
     async def _publish_replicated(

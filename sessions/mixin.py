@@ -34,6 +34,8 @@ class SessionMixin(_HandlerBase):
     # The request carried a genuine (signed) cookie for a session that is gone:
     # expired, logged out elsewhere, or just given a new id by another tab.
     session_cookie_stale: bool = False
+    # That cookie's session id (a logout still ends the login it belonged to).
+    stale_session_id: str | None = None
 
     @property
     def session_store(self) -> SessionStore:
@@ -45,6 +47,7 @@ class SessionMixin(_HandlerBase):
         self.session_id = None
         self.session = {}
         self.session_cookie_stale = False
+        self.stale_session_id = None
         raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=COOKIE_SIGNATURE_MAX_AGE_DAYS)
         if not raw:
             return
@@ -52,6 +55,7 @@ class SessionMixin(_HandlerBase):
         data = await self.session_store.get(session_id)
         if data is None:
             self.session_cookie_stale = True
+            self.stale_session_id = session_id
             return
         self.session_id = session_id
         self.session = data
@@ -61,18 +65,32 @@ class SessionMixin(_HandlerBase):
         user = self.session.get("user")
         return user if isinstance(user, str) else None
 
-    async def regenerate_session(self, data: SessionData | None = None) -> None:
-        """Give the session a new id (keeping or replacing its data) and send the cookie."""
+    async def regenerate_session(self, data: SessionData | None = None) -> bool:
+        """Give the session a new id (keeping or replacing its data) and send the cookie.
+
+        False when the session ended meanwhile (a logout, or another tab gave
+        it a new id first): the request then counts as logged out, like a
+        stale cookie, and no cookie is sent.
+        """
+        continues = data is None
         if data is not None:
             self.session = data
-        self.session_id = await self.session_store.regenerate(self.session_id, self.session)
+        new_id = await self.session_store.regenerate(self.session_id, self.session, continues)
+        if new_id is None:
+            self.session_id = None
+            self.session = {}
+            self.session_cookie_stale = True
+            return False
+        self.session_id = new_id
         self._send_session_cookie(self.session_id)
+        return True
 
     async def destroy_session(self) -> None:
         if self.session_id:
             login_id = self.session.get("login")
             await self.session_store.destroy(
-                self.session_id, login_id if isinstance(login_id, str) else None
+                self.session_id, login_id if isinstance(login_id, str) else None,
+                self.session_user,
             )
         self.session_id = None
         self.session = {}

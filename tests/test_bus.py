@@ -38,6 +38,9 @@ class Collector:
     def busy(self) -> bool:
         return False
 
+    async def drain(self) -> bool:
+        return True
+
     def chats(self, room: str) -> list[dict[str, object]]:
         frames = [json.loads(r) for r in self.raw]
         return [f for f in frames if f["type"] == "chat" and f["room"] == room]

@@ -42,6 +42,15 @@ def test_chat_join_leave_parse() -> None:
         '{"type":"join","room":"lobby","after":12}',
         '{"type":"join","room":"lobby","after":"' + "9" * 60 + '"}',
         "[" * 100_000 + "]" * 100_000,
+        # Lone surrogates: JSON can spell them, UTF-8 cannot carry them.
+        '{"type":"chat","room":"lobby","text":"\\ud800"}',
+        '{"type":"chat","room":"lobby","text":"ok \\udfff ok"}',
+        '{"type":"chat","room":"lobby","text":"x","cid":"\\ud800"}',
+        # Ids Redis itself would refuse (parts past 2**64 - 1), and non-ASCII digits.
+        '{"type":"join","room":"lobby","after":"18446744073709551616-0"}',
+        '{"type":"join","room":"lobby","after":"1-18446744073709551616"}',
+        '{"type":"history","room":"lobby","before":"99999999999999999999"}',
+        '{"type":"join","room":"lobby","after":"\u0663-1"}',
         '{"type":"join","room":1e999999}',
     ],
 )

@@ -1,0 +1,112 @@
+"""Bounds on what a user may start: joins and leaves, and new rooms (README: Bounds).
+
+Both are counted in Redis, so every instance shares them: a user cannot
+spread a presence flood or a room-creation spree over instances or sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pubsub.keys import Keys
+from pubsub.publish import DEFAULT_ROOM_IDLE_SECONDS
+from pubsub.scripts import BUCKET_LUA, NOW_LUA
+from redisconn import RedisClient
+
+LOBBY = "lobby"
+
+# Joins and leaves per user, all instances: a refresh with 20 rooms open in
+# two tabs fits the burst; past it, one a second. Each can announce a
+# `joined` or `left` to the whole room, so a loop of them is a flood.
+JOIN_BURST = 60
+JOINS_PER_SECOND = 1.0
+
+# New rooms one user may create per day (the room idles out of Redis after
+# DEFAULT_ROOM_IDLE_SECONDS; this bounds how many exist at once).
+DEFAULT_ROOMS_PER_DAY = 50
+DAY_SECONDS = 24 * 3600
+
+# KEYS: the user's join bucket. ARGV: burst, tokens per ms, keep ms. 1: taken.
+_TAKE_LUA = NOW_LUA + BUCKET_LUA + """
+local level = bucket_level(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
+if level < 1 then return 0 end
+bucket_take(KEYS[1], level, now, tonumber(ARGV[3]))
+return 1
+"""
+
+# KEYS: room meta, room stream. ARGV: idle seconds. 1: the room exists (its
+# idle expiry starts over), 0: it does not.
+_TOUCH_ROOM_LUA = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: the user's count of rooms made today. ARGV: the day's allowance, day
+# seconds. 1: one more room allowed.
+_COUNT_NEW_ROOM_LUA = """
+local made = redis.call('INCR', KEYS[1])
+if made == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if made > tonumber(ARGV[1]) then return 0 end
+return 1
+"""
+
+
+class Refused(Exception):
+    """The user may not do this now; `code` is the PROTOCOL.md error code."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Allowance:
+    join_burst: int = JOIN_BURST
+    joins_per_second: float = JOINS_PER_SECOND
+    rooms_per_day: int = DEFAULT_ROOMS_PER_DAY
+    room_idle_seconds: int = DEFAULT_ROOM_IDLE_SECONDS
+
+
+class Admission:
+    """Checks a user's join or leave against the shared bounds."""
+
+    def __init__(self, redis: RedisClient, keys: Keys, allowance: Allowance | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.allowance = allowance or Allowance()
+        self._take = redis.register_script(_TAKE_LUA)
+        self._touch_room = redis.register_script(_TOUCH_ROOM_LUA)
+        self._count_new_room = redis.register_script(_COUNT_NEW_ROOM_LUA)
+
+    async def take_turn(self, user: str) -> None:
+        """One join or leave; Refused(rate_limited) past the user's allowance."""
+        a = self.allowance
+        per_ms = a.joins_per_second / 1000
+        keep_ms = int(a.join_burst / per_ms) + 1000
+        taken = await self._take(keys=[self.keys.join_rate(user)],
+                                 args=[a.join_burst, per_ms, keep_ms])
+        if not int(taken):
+            raise Refused("rate_limited", "too many joins and leaves; wait a moment")
+
+    async def enter(self, user: str, room: str) -> None:
+        """A join of `room`: counts a turn and, if the room is new, one of the
+        user's rooms for today (Refused past either)."""
+        await self.take_turn(user)
+        if room == LOBBY:
+            return
+        a, k = self.allowance, self.keys
+        if int(await self._touch_room(keys=[k.room_meta(room), k.stream(room)],
+                                      args=[a.room_idle_seconds])):
+            return
+        allowed = await self._count_new_room(keys=[k.rooms_made(user)],
+                                             args=[a.rooms_per_day, DAY_SECONDS])
+        if not int(allowed):
+            raise Refused("rate_limited",
+                          f"at most {a.rooms_per_day} new rooms a day; join an existing one")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(k.room_meta(room), "created_by", user)
+            pipe.expire(k.room_meta(room), a.room_idle_seconds)
+            await pipe.execute()
