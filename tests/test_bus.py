@@ -199,3 +199,40 @@ async def test_subscriber_survives_redis_restart_without_loss_or_repeat(
         ids = [f["id"] for f in got]
         assert ids == [first, *after]  # nothing lost, nothing twice, in order
     assert await here.trouble() is None
+
+
+class Stalled(Collector):
+    """A member that takes the first chunk of a replay, then stops reading and goes."""
+
+    def __init__(self, user: str) -> None:
+        super().__init__(user)
+        self.drains = 0
+
+    async def drain(self) -> bool:
+        self.drains += 1
+        return False
+
+
+async def test_replay_stops_when_its_member_stops_taking_it(
+    two_buses: tuple[ChatBus, ChatBus], redis_proc: RedisProcess
+) -> None:
+    """A join with `after` sends one chunk, then waits on the member: one that does
+    not drain ends the replay, and no more pages are read from Redis for it."""
+    here, _ = two_buses
+    room = unique("r")
+    redis = Redis.from_url(redis_proc.url)
+    async with redis.pipeline(transaction=False) as pipe:
+        for _ in range(1000):
+            pipe.xadd(here.keys.stream(room), {"user": "u", "text": "t" * 1000})
+        await pipe.execute()
+    before = (await redis.info("commandstats")).get("cmdstat_xrange", {}).get("calls", 0)
+    member = Stalled("reader")
+    await here.join(member, room, (0, 0))
+    calls = (await redis.info("commandstats"))["cmdstat_xrange"]["calls"] - before
+    await redis.aclose()
+    sent = len(member.chats(room))
+    assert member.drains == 1
+    assert 0 < sent < 100  # about one 32K-character chunk, not the 1,000 stored
+    assert calls <= 2  # the gap count and one page, not all ten
+    assert not here.is_member(member, room)
+    assert not [r for r in member.raw if '"presence"' in r]
