@@ -280,3 +280,39 @@ async def test_logout_wins_every_race_with_a_session_probe(stack: Stack) -> None
         http.close()
         probe.close()
     assert survived == 0
+
+
+async def test_every_key_a_session_writes_expires(stack: Stack, redis: Redis) -> None:
+    """Joins, chats, refusals, abandoned sockets, logins past the cap, logouts:
+    afterwards every key the product wrote has an expiry (README: Bounds)."""
+    prefix = unique("audit") + ":"
+    with lone_instance(stack, f"--key-prefix={prefix}", "--max-logins-per-user=2") as url:
+        name = unique("ann")
+        sessions = [await logged_in(url, name) for _ in range(3)]  # one pushed out
+        http, sock = sessions[-1]
+        rooms = [unique("r") for _ in range(3)]
+        for n, room in enumerate(rooms):
+            await sock.send({"type": "join", "room": room})
+            await sock.next_of("presence", room=room)
+            await sock.send({"type": "chat", "room": room, "text": "hi", "cid": f"a{n}"})
+            await sock.next_of("ack", cid=f"a{n}")
+            await sock.send({"type": "typing", "room": room})
+        await sock.send({"type": "leave", "room": rooms[0]})
+        for _ in range(15):  # past the burst: refusals and strikes
+            await sock.send_raw(json.dumps({"type": "chat", "room": "lobby", "text": "x"}))
+        await sock.next_of("error")
+        await sock.send({"type": "history", "room": rooms[1]})
+        await sock.next_of("history")
+        sock.close()  # abandoned: no leave for rooms[1] and rooms[2]
+        bob_http, bob = await logged_in(url)
+        await bob.send({"type": "join", "room": rooms[2]})
+        await bob.next_of("presence", room=rooms[2])
+        await bob_http.request("GET", "/session")
+        assert (await bob_http.logout()).code == 302
+        for h, _ in sessions:
+            h.close()
+        bob_http.close()
+    keys = [k async for k in redis.scan_iter(match=prefix + "*", count=1000)]
+    assert len(keys) > 15, keys
+    lasting = [k for k in keys if await redis.ttl(k) == -1]
+    assert lasting == []
