@@ -35,7 +35,7 @@ from typing import Protocol
 from stack.ports import free_port, free_port_run, settings_on_free_ports
 from stack.redis_cluster import RedisCluster, free_cluster_ports
 from stack.run import Stack, answers_ok
-from stack.settings import PROJECT, StackSettings
+from stack.settings import PROJECT
 
 KINDS = ("chatfleet", "socketio")
 
@@ -148,13 +148,11 @@ class ChatfleetTarget:
     @classmethod
     def start(cls, instances: int, var: Path, env: dict[str, str],
               redis: RedisRef | None) -> ChatfleetTarget:
+        # Per-address limits stay off (settings_on_free_ports): every bench client
+        # connects from 127.0.0.1.
         settings = settings_on_free_ports(instances, var)
         if redis is not None:
-            settings = StackSettings(
-                http_port=settings.http_port, instances=instances,
-                port_base=settings.port_base, redis_port=settings.redis_port,
-                redis_url=redis.url, var=var,
-            )
+            settings = replace(settings, redis_url=redis.url)
         stack = Stack(settings, env={**CHATFLEET_BENCH_ENV, **env})
         stack.start()
         try:

@@ -19,6 +19,7 @@ from stack.haproxy_stats import server_states, wait_server_states
 from stack.limits import raise_nofile
 from stack.render import Server, fill_haproxy_template
 from stack.run import answers_ok
+from stack.settings import EdgeLimits
 
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -41,18 +42,22 @@ def parse_hosts(spec: str) -> list[Server]:
     return servers
 
 
-def front_door_config(bind: str, servers: Sequence[Server], var: Path) -> str:
+def front_door_config(bind: str, servers: Sequence[Server], var: Path,
+                      limits: EdgeLimits | None = None) -> str:
     """haproxy.cfg for a front door: the one-box template, a server line per host:port."""
-    return fill_haproxy_template(bind, servers, var)
+    return fill_haproxy_template(bind, servers, var, limits)
 
 
 class FrontDoor:
     """One HAProxy process in front of chat processes on several hosts."""
 
-    def __init__(self, bind: str, servers: Sequence[Server], var: Path) -> None:
+    def __init__(self, bind: str, servers: Sequence[Server], var: Path,
+                 limits: EdgeLimits | None = None) -> None:
+        """`limits`: per-address and body limits (default: EdgeLimits(), the production ones)."""
         self.bind = bind
         self.servers = list(servers)
         self.var = var
+        self.limits = limits
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,7 +75,7 @@ class FrontDoor:
             raise RuntimeError("haproxy is not installed (make run installs it)")
         (self.var / "log").mkdir(parents=True, exist_ok=True)
         config = self.var / "haproxy.cfg"
-        config.write_text(front_door_config(self.bind, self.servers, self.var))
+        config.write_text(front_door_config(self.bind, self.servers, self.var, self.limits))
         raise_nofile()  # HAProxy sizes its maxconn from the limit it inherits
         with open(self.var / "log" / "haproxy.log", "ab") as log:
             self.process = subprocess.Popen(

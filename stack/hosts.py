@@ -11,7 +11,12 @@
 
 Every host shares the cookie secret and the Redis (CHAT_REDIS_URL,
 CHAT_REDIS_CLUSTER or CHAT_REDIS_SENTINELS). Instance ids are
-hostname:port, so two hosts need different hostnames (or ports).
+hostname:port, so two hosts need different hostnames (or ports). Each chat
+host sets CHAT_TRUSTED_PROXIES to the front door's address as the host sees
+it, so its instances take the client address and scheme from the front door's
+X-Forwarded-For / X-Forwarded-Proto (and from nobody else). The front door's
+per-address limits come from CHAT_MAX_CONNS_PER_ADDRESS,
+CHAT_MAX_NEW_CONNS_PER_ADDRESS and CHAT_MAX_LOGINS_PER_ADDRESS (0: off).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import sys
 from pathlib import Path
 
 from stack.front import FrontDoor, front_door_config, parse_hosts
-from stack.settings import PROJECT
+from stack.settings import PROJECT, EdgeLimits
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -66,10 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     servers = parse_hosts(args.hosts)
     var = args.var.resolve()
+    limits = EdgeLimits.from_env()
     if args.command == "render-front":
-        sys.stdout.write(front_door_config(args.bind, servers, var))
+        sys.stdout.write(front_door_config(args.bind, servers, var, limits))
     else:
-        run_front(FrontDoor(args.bind, servers, var))
+        run_front(FrontDoor(args.bind, servers, var, limits))
 
 
 if __name__ == "__main__":

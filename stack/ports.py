@@ -6,7 +6,7 @@ import random
 import socket
 from pathlib import Path
 
-from stack.settings import StackSettings
+from stack.settings import EdgeLimits, StackSettings
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -46,7 +46,13 @@ def free_port_run(count: int, taken: set[int] | None = None) -> int:
 
 
 def settings_on_free_ports(instances: int, var: Path) -> StackSettings:
-    """A whole stack (own Redis, N instances, HAProxy) on ports nobody uses now."""
+    """A whole stack (own Redis, N instances, HAProxy) on ports nobody uses now.
+
+    Its front door has the per-address limits off: the tests and bench tools that
+    start these stacks send every client from 127.0.0.1, and a storm of 2,000
+    reconnects or a suite's thousand logins would be throttled as one flooding
+    address. tests/test_front_limits.py checks the limits on a front door of its own.
+    """
     taken: set[int] = set()
     port_base = free_port_run(instances, taken)
     return StackSettings(
@@ -56,4 +62,5 @@ def settings_on_free_ports(instances: int, var: Path) -> StackSettings:
         redis_port=free_port(taken),
         redis_url="",
         var=var,
+        edge=EdgeLimits.per_address_off(),
     )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from stack.settings import PROJECT, StackSettings
+from stack.settings import PROJECT, EdgeLimits, StackSettings
 
 COOKIE_SECRET_BYTES = 32
 # A tunnel whose data the server has not acknowledged for this long is cut, so
@@ -57,14 +57,29 @@ def server_lines(servers: Sequence[Server]) -> str:
     )
 
 
-def fill_haproxy_template(bind: str, servers: Sequence[Server], var: Path) -> str:
-    """The project's haproxy.cfg with its front `bind`, its servers and its state folder."""
-    template = (PROJECT / "haproxy.cfg").read_text()
+def fill_haproxy_template(bind: str, servers: Sequence[Server], var: Path,
+                          limits: EdgeLimits | None = None) -> str:
+    """The project's haproxy.cfg with its front `bind`, its servers, its state folder
+    and its limits (default: EdgeLimits(), an internet-facing front door's).
+
+    A line that names a per-address limit which is 0 (off) is left out.
+    """
+    limits = limits or EdgeLimits()
+    lines = (PROJECT / "haproxy.cfg").read_text().splitlines(keepends=True)
+    per_address = {
+        "max_conns_per_address": limits.max_conns_per_address,
+        "max_new_conns_per_address": limits.max_new_conns_per_address,
+        "max_logins_per_address": limits.max_logins_per_address,
+    }
+    off = ["{{" + name + "}}" for name, value in per_address.items() if value <= 0]
+    template = "".join(line for line in lines if not any(name in line for name in off))
     filled = {
         "bind": bind,
         "servers": server_lines(servers),
         "var": str(var),
         "project": str(PROJECT),
+        "max_body_bytes": str(limits.max_body_bytes),
+        **{name: str(value) for name, value in per_address.items()},
     }
     for name, value in filled.items():
         template = template.replace("{{" + name + "}}", value)
@@ -83,7 +98,7 @@ def local_servers(settings: StackSettings) -> list[Server]:
 
 def haproxy_config(settings: StackSettings) -> str:
     return fill_haproxy_template(
-        f"127.0.0.1:{settings.http_port}", local_servers(settings), settings.var
+        f"127.0.0.1:{settings.http_port}", local_servers(settings), settings.var, settings.edge
     )
 
 
@@ -108,6 +123,9 @@ def prepare(settings: StackSettings) -> dict[str, str]:
         CHAT_START_HAPROXY="true" if settings.starts_haproxy else "false",
         CHAT_HTTP_PORT=str(settings.http_port),
         CHAT_REDIS_SENTINEL_MASTER=settings.sentinel_master,
+        # The instances' body limit is HAProxy's; whose forwarded headers they believe.
+        CHAT_MAX_BODY_BYTES=str(settings.edge.max_body_bytes),
+        CHAT_TRUSTED_PROXIES=settings.instance_trusted_proxies,
     )
     # The instances read these themselves (supervisord hands its environment
     # down); an empty one is dropped so a stale value in our own environment

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+# The largest request body an instance takes (HAProxy renders the same number).
+from handlers.edge import MAX_BODY_BYTES
 
 # The Sentinel master name chat_server.py follows unless told otherwise.
 from redisconn.connect import DEFAULT_SENTINEL_MASTER
@@ -18,6 +21,13 @@ UNIX_PATH_LIMIT = 100
 # always another process to fail over to.
 MIN_INSTANCES = 2
 
+# Per client address, at the front door (README: Security). Far above what an
+# office behind one NAT address does (a tab holds one WebSocket plus a few
+# requests; a reload opens a handful of connections), far below a flood.
+MAX_CONNS_PER_ADDRESS = 1000       # open at once
+MAX_NEW_CONNS_PER_ADDRESS = 500    # opened per 10 s
+MAX_LOGINS_PER_ADDRESS = 60        # POST /login or /signup per minute
+
 
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
@@ -27,6 +37,33 @@ def _int(name: str, default: int) -> int:
 def _bool(name: str, default: bool) -> bool:
     value = os.environ.get(name, "").strip().lower()
     return default if not value else value in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What the front door's haproxy.cfg bounds; a per-address limit of 0 is off."""
+
+    max_conns_per_address: int = MAX_CONNS_PER_ADDRESS
+    max_new_conns_per_address: int = MAX_NEW_CONNS_PER_ADDRESS
+    max_logins_per_address: int = MAX_LOGINS_PER_ADDRESS
+    # Also each instance's --max-body-bytes (CHAT_MAX_BODY_BYTES), so both agree.
+    max_body_bytes: int = MAX_BODY_BYTES
+
+    @classmethod
+    def per_address_off(cls) -> EdgeLimits:
+        """For stacks whose every client is on one address: tests and bench tools."""
+        return cls(max_conns_per_address=0, max_new_conns_per_address=0,
+                   max_logins_per_address=0)
+
+    @classmethod
+    def from_env(cls) -> EdgeLimits:
+        return cls(
+            max_conns_per_address=_int("CHAT_MAX_CONNS_PER_ADDRESS", MAX_CONNS_PER_ADDRESS),
+            max_new_conns_per_address=_int("CHAT_MAX_NEW_CONNS_PER_ADDRESS",
+                                           MAX_NEW_CONNS_PER_ADDRESS),
+            max_logins_per_address=_int("CHAT_MAX_LOGINS_PER_ADDRESS", MAX_LOGINS_PER_ADDRESS),
+            max_body_bytes=_int("CHAT_MAX_BODY_BYTES", MAX_BODY_BYTES),
+        )
 
 
 @dataclass(frozen=True)
@@ -46,6 +83,19 @@ class StackSettings:
     redis_cluster: str = ""
     redis_sentinels: str = ""
     sentinel_master: str = DEFAULT_SENTINEL_MASTER
+    edge: EdgeLimits = field(default_factory=EdgeLimits)
+    # Addresses whose X-Forwarded-For/-Proto the instances believe (a front door
+    # on another host); empty: see `instance_trusted_proxies`.
+    trusted_proxies: str = ""
+
+    @property
+    def instance_trusted_proxies(self) -> str:
+        """What the instances trust besides their Unix socket: the addresses given, else
+        on one box whose HAProxy must use TCP (a state path too long for a socket's)
+        the address HAProxy reaches them on, which is its own source address there."""
+        if self.trusted_proxies or not self.starts_haproxy or self.unix_socket_dir:
+            return self.trusted_proxies
+        return self.address
 
     @property
     def starts_redis(self) -> bool:
@@ -86,4 +136,6 @@ class StackSettings:
             redis_sentinels=os.environ.get("CHAT_REDIS_SENTINELS", "").strip(),
             sentinel_master=(os.environ.get("CHAT_REDIS_SENTINEL_MASTER", "").strip()
                              or DEFAULT_SENTINEL_MASTER),
+            edge=EdgeLimits.from_env(),
+            trusted_proxies=os.environ.get("CHAT_TRUSTED_PROXIES", "").strip(),
         )
