@@ -33,7 +33,7 @@ from stack.front import FrontDoor
 from stack.ports import free_port
 from stack.render import Server
 from stack.run import Stack
-from tests.conftest import unique
+from tests.conftest import lone_instance, unique
 
 ANSWER_TIMEOUT = 20.0
 # Far over any form, far under what once filled an instance's memory (90 MB each).
@@ -387,6 +387,26 @@ async def test_forged_scheme_through_the_front_door_gives_no_secure_cookie(
     assert answer.code == 302
     cookie = session_cookie(answer)
     assert cookie is not None and "Secure" not in cookie
+
+
+async def test_a_trusted_front_door_saying_https_gives_a_secure_cookie(stack: Stack) -> None:
+    """The other side: an instance told to trust 127.0.0.1 (as one whose front door
+    reaches it over TCP) believes X-Forwarded-Proto, and only that."""
+    with lone_instance(stack, "--trusted-proxies=127.0.0.1") as url:
+        http = HttpSession(url)
+        try:
+            fields = await account(http)
+            tls = await http.request("POST", "/login", form=fields,
+                                     headers={"X-Forwarded-Proto": "https"})
+            cookie = session_cookie(tls)
+            assert tls.code == 302 and cookie is not None and "Secure" in cookie
+            fields = await account(http)
+            scheme = await http.request("POST", "/login", form=fields,
+                                        headers={"X-Scheme": "https"})
+            cookie = session_cookie(scheme)
+            assert scheme.code == 302 and cookie is not None and "Secure" not in cookie
+        finally:
+            http.close()
 
 
 class PeerHandler(tornado.web.RequestHandler):
