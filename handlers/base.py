@@ -7,12 +7,17 @@ from types import TracebackType
 from typing import Any
 
 import tornado.web
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
+import metrics
 from pubsub import ChatBus
 from sessions import SessionMixin
 
 log = logging.getLogger(__name__)
+
+REDIS_FULL = metrics.counter(
+    "chat_redis_oom_total", "Writes Redis refused for memory (maxmemory, noeviction)"
+)
 
 # No inline script or style, nothing from other origins, no framing.
 CONTENT_SECURITY_POLICY = (
@@ -71,6 +76,8 @@ class BaseHandler(SessionMixin, tornado.web.RequestHandler):
     ) -> None:
         if isinstance(value, tornado.web.HTTPError):
             return  # an answer we chose (400, 403 …), already in the access log
+        if isinstance(value, OutOfMemoryError):
+            REDIS_FULL.inc()
         if isinstance(value, RedisError | OSError):
             log.warning("Redis unavailable for %s %s: %s", self.request.method,
                         self.request.path, type(value).__name__)

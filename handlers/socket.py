@@ -15,7 +15,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
 import metrics
-from handlers.base import set_security_headers
+from handlers.base import REDIS_FULL, set_security_headers
 from handlers.frames import (
     Chat,
     FrameError,
@@ -63,9 +63,7 @@ ABUSERS = metrics.counter("chat_abuse_closes_total", "Sockets closed with 1008 f
 FRAME_FAILURES = metrics.counter(
     "chat_frame_failures_total", "Client frames whose handling failed unexpectedly (a bug)"
 )
-REDIS_FULL = metrics.counter(
-    "chat_redis_oom_total", "Writes Redis refused for memory (maxmemory, noeviction)"
-)
+
 OPEN_SOCKETS: set[ChatSocketHandler] = set()
 # Counted per login, not per user: whoever holds one login (a stolen cookie,
 # a script) can fill only that login's sockets, never lock the user's other

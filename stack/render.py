@@ -119,6 +119,7 @@ def prepare(settings: StackSettings) -> dict[str, str]:
         CHAT_UNIX_SOCKET_DIR=settings.unix_socket_dir,
         CHAT_REDIS_URL=settings.effective_redis_url,
         CHAT_REDIS_PORT=str(settings.redis_port),
+        CHAT_REDIS_MAXMEMORY=settings.redis_maxmemory,
         CHAT_START_REDIS="true" if settings.starts_redis else "false",
         CHAT_START_HAPROXY="true" if settings.starts_haproxy else "false",
         CHAT_HTTP_PORT=str(settings.http_port),

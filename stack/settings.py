@@ -66,6 +66,20 @@ class EdgeLimits:
         )
 
 
+# The Redis the stack starts may use this share of the machine's memory; past
+# it writes are refused (noeviction: never drop a session or a message to make
+# room), chat answers `unavailable` and pages 503, until an operator acts.
+REDIS_MEMORY_SHARE = 0.25
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def default_redis_maxmemory() -> str:
+    return str(int(machine_memory_bytes() * REDIS_MEMORY_SHARE))
+
+
 @dataclass(frozen=True)
 class StackSettings:
     http_port: int = 8000
@@ -73,6 +87,8 @@ class StackSettings:
     port_base: int = 8000
     redis_port: int = 6380
     redis_url: str = ""          # an outside Redis; empty: start our own on redis_port
+    # The started Redis's maxmemory (bytes, or Redis units like "2gb").
+    redis_maxmemory: str = field(default_factory=default_redis_maxmemory)
     var: Path = PROJECT / "var"
     # Many hosts (README: deploy shape): a chat host binds its own address and
     # runs no HAProxy; the front door is rendered by `python -m stack.hosts`.
@@ -129,6 +145,8 @@ class StackSettings:
             port_base=_int("CHAT_PORT_BASE", 8000),
             redis_port=_int("CHAT_REDIS_PORT", 6380),
             redis_url=os.environ.get("CHAT_REDIS_URL", "").strip(),
+            redis_maxmemory=(os.environ.get("CHAT_REDIS_MAXMEMORY", "").strip()
+                             or default_redis_maxmemory()),
             var=Path(os.environ.get("CHAT_VAR", "").strip() or PROJECT / "var").resolve(),
             address=os.environ.get("CHAT_ADDRESS", "").strip() or "127.0.0.1",
             starts_haproxy=_bool("CHAT_START_HAPROXY", True),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -18,7 +20,7 @@ from chatclient import ChatSocket, HttpSession
 from pubsub.bus import REPLAY_MAX_MESSAGES
 from pubsub.keys import Keys
 from stack.run import Stack
-from tests.conftest import lone_instance, unique
+from tests.conftest import free_port, lone_instance, unique, wait_for_port
 
 # Four bytes in UTF-8 each: a 4,000-character message of these is 16 KB.
 WIDE = "\U0001f600"
@@ -316,3 +318,75 @@ async def test_every_key_a_session_writes_expires(stack: Stack, redis: Redis) ->
     assert len(keys) > 15, keys
     lasting = [k for k in keys if await redis.ttl(k) == -1]
     assert lasting == []
+
+
+@pytest.fixture
+def noeviction_port(tmp_path: Path) -> Iterator[int]:
+    """A Redis of its own that refuses writes rather than evict, as the stack's does."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--maxmemory-policy", "noeviction"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_redis_full_refuses_cleanly_and_recovers(
+    stack: Stack, noeviction_port: int
+) -> None:
+    """maxmemory with noeviction: chat gets `unavailable` with nothing half-written,
+    a login gets 503, the refusals are counted, and all works once there is room."""
+    port = noeviction_port
+    full = Redis(port=port)
+    try:
+        with lone_instance(stack, f"--redis-url=redis://127.0.0.1:{port}/0") as url:
+            http, sock = await logged_in(url)
+            room = unique("r")
+            await sock.send({"type": "join", "room": room})
+            await sock.next_of("presence", room=room)
+            await sock.send({"type": "chat", "room": room, "text": "before", "cid": "m1"})
+            await sock.next_of("ack", cid="m1")
+            state_before = await full.xlen(Keys().stream(room))
+            # Full: a limit below what Redis already holds (noeviction keeps it all).
+            used = int((await full.info("memory"))["used_memory"])
+            await full.config_set("maxmemory", str(used // 2))
+
+            await sock.send({"type": "chat", "room": room, "text": "while full", "cid": "m2"})
+            assert (await sock.next_of("error"))["code"] == "unavailable"
+            assert await full.xlen(Keys().stream(room)) == state_before
+            assert await full.hget(Keys().room_meta(room), "seq") == b"1"
+            assert not await full.exists(Keys().dedupe(room, sock_user(sock), "m2"))
+            newcomer = HttpSession(url)
+            token = await newcomer.xsrf()
+            answer = await newcomer.request("POST", "/login",
+                                            form={"user": unique("late"), "_xsrf": token})
+            assert answer.code == 503 and b"Traceback" not in answer.body
+            metrics = (await newcomer.request("GET", "/metrics")).body.decode()
+            oom = [line for line in metrics.splitlines()
+                   if line.startswith("chat_redis_oom_total ")]
+            assert oom and float(oom[0].split()[1]) >= 2  # the chat and the login
+
+            await full.config_set("maxmemory", "0")
+            await sock.send({"type": "chat", "room": room, "text": "while full", "cid": "m2"})
+            await sock.next_of("ack", cid="m2")
+            sock.close()
+            http.close()
+            newcomer.close()
+    finally:
+        await full.aclose()
+
+
+def sock_user(sock: ChatSocket) -> str:
+    return str(next(f for f in sock.frames if f.get("type") == "hello")["user"])
+
+
+async def test_the_stacks_redis_is_bounded_and_never_evicts(stack: Stack, redis: Redis) -> None:
+    config = await redis.config_get("maxmemory*")
+    assert config["maxmemory-policy"] == "noeviction"
+    assert int(config["maxmemory"]) == int(stack.settings.redis_maxmemory) > 0

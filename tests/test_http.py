@@ -180,16 +180,3 @@ async def test_ws_opens_with_hello_and_lobby(front: HttpSession) -> None:
     presence = await sock.next_of("presence", room="lobby")
     assert name in presence["users"]
     sock.close()
-
-
-async def test_cookie_is_secure_behind_https(direct: HttpSession) -> None:
-    token = await direct.xsrf()
-    answer = await direct.request(
-        "POST", "/login", form={"user": unique("tls"), "_xsrf": token},
-        headers={"X-Forwarded-Proto": "https"},
-    )
-    cookie = next(c for c in answer.headers.get_list("Set-Cookie") if c.startswith("jsessionid="))
-    assert "Secure" in cookie
-    plain = await direct.login(unique("plain"))
-    cookie = next(c for c in plain.headers.get_list("Set-Cookie") if c.startswith("jsessionid="))
-    assert "Secure" not in cookie
