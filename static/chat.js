@@ -322,6 +322,11 @@
       case "typing":
         showTyping(frame);
         break;
+      case "reset":
+        // The server could not replay everything since our last message:
+        // the most recent ones follow. Say so where the gap is.
+        showNotice(frame.room, "⚠ some earlier messages of this room are not shown here");
+        break;
       case "error":
         if (frame.code === "unavailable") {
           // Nothing was stored: a join or chat failed while Redis was away.
