@@ -11,7 +11,7 @@ RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-ser
 # The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`.
 TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools
 
-.PHONY: run test lint failover bench scaling idle storm micro system-run system-test clean
+.PHONY: run test lint failover bench scaling idle storm micro hostile system-run system-test clean
 
 run: system-run $(STAMP)
 	$(PY) -m stack.run
@@ -50,6 +50,10 @@ storm: system-run $(STAMP)
 # Microseconds per step of one delivery (issue: benchmarks).
 micro: system-run $(STAMP)
 	$(PY) -m bench.micro
+
+# The security review's attacks at bounded sizes: what each costs the server.
+hostile: system-run $(STAMP)
+	$(PY) -m bench.hostile
 
 system-run:
 	@stack/ensure-packages.sh $(RUN_PACKAGES)
