@@ -46,6 +46,10 @@ CLOSE_SESSION_ENDED = 4401
 # bytes each: well under the slow-consumer bound); a longer page is cut and
 # says `more`.
 HISTORY_FRAME_MAX_CHARS = 64 * 1024
+# History requests per socket: a scroll-back asks a page at a time, a script
+# in a loop would make Redis read up to 100 long messages per frame.
+HISTORY_BURST = 10.0
+HISTORY_PER_SECOND = 2.0
 # A socket that takes none of a reply it is owed within this long is cut
 # off as a slow consumer (it resumes from history when it comes back).
 DRAIN_TIMEOUT_SECONDS = 30.0
@@ -79,11 +83,15 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # own attributes that dict stays within the 30 keys CPython shares between
     # instances of a class (a shared-key dict), instead of growing a private
     # table of its own: about 1.3 KB less per idle socket.
-    __slots__ = ("user", "login_id", "last_typing", "active", "answered", "unanswered")
+    __slots__ = ("user", "login_id", "last_typing", "history_tokens", "history_at", "active",
+                 "answered", "unanswered")
 
     user: str
     login_id: str
     last_typing: dict[str, float]
+    # A token bucket of history requests (each may read ~1.6 MB from Redis).
+    history_tokens: float
+    history_at: float
     # Whether the user sent anything since the last session check: a user
     # chatting in one tab for days is not idle.
     active: bool
@@ -143,6 +151,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         SOCKETS_BY_LOGIN[self.login_id] += 1
         OPEN_SOCKETS.add(self)
         self.last_typing = {}
+        self.history_tokens, self.history_at = HISTORY_BURST, time.monotonic()
         self.active = False
         self.answered = True  # the last keep-alive ping (none yet)
         self.unanswered = 0
@@ -267,6 +276,13 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     async def _history(self, request: History) -> None:
         if not self.bus.is_member(self, request.room):
             raise FrameError("not_joined", "join the room before reading its history")
+        now = time.monotonic()
+        self.history_tokens = min(
+            HISTORY_BURST, self.history_tokens + (now - self.history_at) * HISTORY_PER_SECOND)
+        self.history_at = now
+        if self.history_tokens < 1:
+            raise FrameError("rate_limited", "too many history requests; wait a moment")
+        self.history_tokens -= 1
         page, more = await self.bus.history.before(request.room, request.before, request.limit)
         # A page of long messages is kept under HISTORY_FRAME_MAX_CHARS: the
         # newest of it (the client pages on backwards from its oldest id).

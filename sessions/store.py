@@ -114,7 +114,7 @@ class SessionStore:
         await self.redis.set(self.key(session_id), msgpack.packb(data), ex=self.idle_ttl)
 
     async def regenerate(
-        self, old_id: str | None, data: SessionData, continues: bool = True
+        self, old_id: str | None, data: SessionData, continues: bool = False
     ) -> str | None:
         """Store `data` under a fresh id and delete `old_id`, atomically.
 

@@ -145,8 +145,15 @@ async def test_sessions_regenerate_and_destroy_across_slots(
     assert await store.get(first) is None
     assert await store.get(second) == {"user": "dave", "login": login}
     assert await store.login_alive(login)
-    await store.destroy(second, login)
-    assert await store.get(second) is None
+    # A page load keeps the login going; one that lost the race to a logout
+    # (the stale id it read) changes nothing.
+    third = await store.regenerate(second, {"user": "dave", "login": login}, continues=True)
+    assert third and await store.get(third) == {"user": "dave", "login": login}
+    assert await store.regenerate(second, {"user": "dave", "login": login}, continues=True) is None
+    await store.destroy(second, login)  # the logout still carries the older id
+    assert await store.get(third) is None
+    assert not await store.login_alive(login)
+    assert await store.regenerate(third, {"user": "dave", "login": login}, continues=True) is None
     assert not await store.login_alive(login)
 
 

@@ -390,3 +390,16 @@ async def test_the_stacks_redis_is_bounded_and_never_evicts(stack: Stack, redis:
     config = await redis.config_get("maxmemory*")
     assert config["maxmemory-policy"] == "noeviction"
     assert int(config["maxmemory"]) == int(stack.settings.redis_maxmemory) > 0
+
+
+async def test_history_requests_are_paced_per_socket(stack: Stack) -> None:
+    http, sock = await logged_in(stack.url)
+    answers = []
+    for _ in range(30):
+        await sock.send({"type": "history", "room": "lobby", "limit": 100})
+        answers.append(await sock.next(lambda f: f.get("type") in ("history", "error")))
+    refused = [a for a in answers if a["type"] == "error"]
+    assert refused and all(a["code"] == "rate_limited" for a in refused)
+    assert len(answers) - len(refused) >= 10  # the burst, then about two a second
+    sock.close()
+    http.close()
