@@ -79,6 +79,7 @@ from bench.rawws import (
 )
 from bench.targets import ChatfleetTarget
 from stack.limits import raise_nofile
+from stack.settings import EdgeLimits
 
 Frame = dict[str, Any]
 MB = 1024 * 1024
@@ -100,7 +101,6 @@ SAMPLE_SECONDS = 0.1
 ATTACK_SOURCE_BASE = 10
 BYSTANDER_SOURCE = "127.0.0.3"
 VICTIM_SOURCE = "127.0.0.4"
-FILL_SOURCE = "127.0.0.5"
 BYSTANDER_ROOM = "bystander"
 BYSTANDER_USER = "bystander"
 MONITOR_START_TIMEOUT = 60.0
@@ -401,7 +401,9 @@ def open_site(args: argparse.Namespace) -> Iterator[Site]:
                    lambda: [pid for _, pid, _ in chat_processes(args.redis_url)])
         return
     print(f"hostile: starting a stack of {args.instances} instances …", flush=True)
-    with bench_target("chatfleet", args.instances, env=STACK_ENV) as target:
+    # The front door's per-address limits as deployed (bench stacks turn them
+    # off): every attack comes from an address of its own.
+    with bench_target("chatfleet", args.instances, env=STACK_ENV, edge=EdgeLimits()) as target:
         restart = None
         if isinstance(target, ChatfleetTarget):
             stack = target.stack
@@ -805,7 +807,9 @@ async def fill_long_room(ctx: Ctx) -> None:
 
 
 async def fill_as_one_user(ctx: Ctx, k: int, want: int, quota: int) -> str:
-    peer = Peer(ctx, ctx.front, source=FILL_SOURCE, keep_chat=False)
+    # Each filler from an address of its own: the fill is set-up, not an attack,
+    # and must not meet the front door's per-address login limit.
+    peer = Peer(ctx, ctx.front, source=f"127.0.5.{k % 250 + 1}", keep_chat=False)
     try:
         await peer.open(ctx.user("fill", k))
         joined = await peer.join(LONG_ROOM, ctx.long_last_id or "0-0")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.targets import ChatfleetTarget, SocketioTarget, Target, start_target
+from stack.settings import EdgeLimits
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -53,12 +54,15 @@ def roles(target: Target) -> dict[str, list[int]]:
 
 
 @contextlib.contextmanager
-def bench_target(kind: str, instances: int,
-                 env: dict[str, str] | None = None) -> Iterator[Target]:
-    """Start a target of `kind` (rate limit off) in a fresh folder; stop it and remove it after."""
+def bench_target(kind: str, instances: int, env: dict[str, str] | None = None,
+                 edge: EdgeLimits | None = None) -> Iterator[Target]:
+    """Start a target of `kind` (rate limit off) in a fresh folder; stop it and remove it after.
+
+    `edge`: the front door's per-address limits (default off: bench clients share loopback).
+    """
     var = Path(tempfile.mkdtemp(prefix=f"chatfleet-bench-{kind}-"))
     try:
-        target = start_target(kind, instances, var, env=env)
+        target = start_target(kind, instances, var, env=env, edge=edge)
         try:
             yield target
         finally:

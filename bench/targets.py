@@ -35,7 +35,7 @@ from typing import Protocol
 from stack.ports import free_port, free_port_run, settings_on_free_ports
 from stack.redis_cluster import RedisCluster, free_cluster_ports
 from stack.run import Stack, answers_ok
-from stack.settings import PROJECT
+from stack.settings import PROJECT, EdgeLimits
 
 KINDS = ("chatfleet", "socketio")
 
@@ -110,6 +110,7 @@ def start_target(
     redis: RedisRef | None = None,
     redis_shards: int = 0,
     cluster_replicas: int = 0,
+    edge: EdgeLimits | None = None,
 ) -> Target:
     """Start `instances` server processes of `kind` behind HAProxy; return once all are UP.
 
@@ -117,6 +118,8 @@ def start_target(
     the server processes. `redis`: use this Redis instead of starting one.
     `redis_shards` > 0 (chatfleet only): start a Redis Cluster of that many
     primaries, each with `cluster_replicas` replicas, instead of one Redis.
+    `edge` (chatfleet only): the front door's per-address limits; by default
+    off, since every bench client connects from loopback.
     """
     if redis_shards > 0:
         if kind != "chatfleet" or redis is not None:
@@ -124,7 +127,7 @@ def start_target(
         return ClusterChatfleetTarget.start_on_cluster(
             instances, var, env or {}, redis_shards, cluster_replicas)
     if kind == "chatfleet":
-        return ChatfleetTarget.start(instances, var, env or {}, redis)
+        return ChatfleetTarget.start(instances, var, env or {}, redis, edge)
     if kind == "socketio":
         return SocketioTarget.start(instances, var, env or {}, redis)
     raise ValueError(f"unknown target kind {kind!r}; one of {', '.join(KINDS)}")
@@ -147,10 +150,12 @@ class ChatfleetTarget:
 
     @classmethod
     def start(cls, instances: int, var: Path, env: dict[str, str],
-              redis: RedisRef | None) -> ChatfleetTarget:
-        # Per-address limits stay off (settings_on_free_ports): every bench client
-        # connects from 127.0.0.1.
+              redis: RedisRef | None, edge: EdgeLimits | None = None) -> ChatfleetTarget:
+        # Per-address limits stay off unless asked for (settings_on_free_ports):
+        # every bench client connects from 127.0.0.1.
         settings = settings_on_free_ports(instances, var)
+        if edge is not None:
+            settings = replace(settings, edge=edge)
         if redis is not None:
             settings = replace(settings, redis_url=redis.url)
         stack = Stack(settings, env={**CHATFLEET_BENCH_ENV, **env})

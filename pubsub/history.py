@@ -13,10 +13,11 @@ from redisconn import RedisClient
 # PROTOCOL.md: a join without `after` gets the room's most recent messages, up to 50.
 RECENT_ON_JOIN = 50
 
-# Replays read the stream in pages (at most ~1.6 MB of the longest messages)
-# so one huge gap never builds one giant reply, and a replay whose socket is
-# gone stops after the page in hand.
-REPLAY_PAGE = 100
+# Replays read the stream in pages (at most ~400 KB of the longest messages,
+# about what one paced chunk sends) so a replay holds little in memory while
+# it waits for its socket, and one whose socket is gone stops after the page
+# in hand.
+REPLAY_PAGE = 25
 
 # How many messages lie after an id: from the room's numbering (`n` on each
 # entry, `seq` in its meta) without reading them. XLEN bounds the answer, so
