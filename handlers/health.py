@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 import metrics
 from pubsub import ChatBus
@@ -27,8 +28,8 @@ class HealthHandler(tornado.web.RequestHandler):
 
 
 class MetricsHandler(tornado.web.RequestHandler):
-    """GET /metrics: Prometheus text format."""
+    """GET /metrics: this process's metrics, in prometheus_client's text exposition."""
 
     def get(self) -> None:
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(metrics.render())

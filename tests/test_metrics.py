@@ -1,0 +1,124 @@
+"""`metrics` on prometheus_client: the page parses, names are the documented ones, counters
+count, a name is taken once, and MetricsHandler serves it with the library's content type.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import tornado.httpclient
+import tornado.httpserver
+import tornado.testing
+import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+
+import handlers  # noqa: F401  (declares the handlers' metrics)
+import metrics
+import pubsub.sharded  # noqa: F401  (declares the Cluster subscriber's metrics)
+import pubsub.subscriber  # noqa: F401
+from handlers.health import MetricsHandler
+
+PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+
+
+def documented_names() -> set[str]:
+    """The metric names docs/protocol.md lists in its `GET /metrics` row."""
+    row = next(line for line in PROTOCOL.read_text().splitlines()
+               if line.startswith("| `GET /metrics`"))
+    return set(re.findall(r"`(chat_\w+)`", row))
+
+
+def samples(text: str) -> dict[str, float]:
+    """{sample name: value} of a page, read by prometheus_client's own parser."""
+    return {s.name: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples}
+
+
+def fresh(prefix: str) -> str:
+    return f"test_{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def test_the_page_parses_and_shows_exactly_the_documented_names() -> None:
+    documented = documented_names()
+    assert "chat_frames_in_total" in documented and "chat_open_sockets" in documented
+    text = metrics.render()
+    chat = {name for name in samples(text) if name.startswith("chat_")}
+    assert chat == documented  # no `_total_total`, no `_created`, nothing undocumented
+    for name in documented:
+        kind = "counter" if name.endswith("_total") else "gauge"
+        assert f"# TYPE {name} {kind}\n" in text
+
+
+def test_a_counter_counts_and_is_shared_by_name() -> None:
+    name = fresh("counted") + "_total"
+    counted = metrics.counter(name, "Things counted by a test")
+    assert samples(metrics.render())[name] == 0
+    counted.inc()
+    counted.inc(41)
+    assert samples(metrics.render())[name] == 42
+    assert counted.value == 42
+    assert metrics.counter(name, "") is counted
+    assert not any(s.endswith("_created") for s in samples(metrics.render()))
+
+
+def test_a_counter_name_must_end_in_total() -> None:
+    with pytest.raises(ValueError, match="_total"):
+        metrics.counter(fresh("bare"), "A counter without its suffix")
+
+
+def test_a_gauge_reads_its_owner_at_each_render() -> None:
+    name = fresh("level")
+    level = [3.0]
+    metrics.gauge(name, "A level a test owns", lambda: level[0])
+    assert samples(metrics.render())[name] == 3
+    level[0] = 7
+    assert samples(metrics.render())[name] == 7
+
+
+def test_a_second_gauge_of_one_name_is_refused_and_the_first_stays() -> None:
+    name = fresh("once")
+    metrics.gauge(name, "First", lambda: 1.0)
+    with pytest.raises(ValueError, match=name):
+        metrics.gauge(name, "Second", lambda: 2.0)
+    with pytest.raises(ValueError):
+        metrics.gauge("chat_open_sockets", "Again", lambda: 0.0)
+    assert samples(metrics.render())[name] == 1
+
+
+def test_a_name_taken_by_a_counter_is_refused_to_a_gauge_and_back() -> None:
+    counted = fresh("taken") + "_total"
+    metrics.counter(counted, "A counter")
+    with pytest.raises(ValueError):
+        metrics.gauge(counted, "A gauge over it", lambda: 0.0)
+    gauged = fresh("gauged") + "_total"
+    metrics.gauge(gauged, "A gauge", lambda: 0.0)
+    with pytest.raises(ValueError):
+        metrics.counter(gauged, "A counter over it")
+
+
+@pytest.fixture
+async def metrics_url() -> AsyncIterator[str]:
+    """MetricsHandler alone on a free loopback port."""
+    sock, port = tornado.testing.bind_unused_port()
+    server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/metrics", MetricsHandler)]))
+    server.add_sockets([sock])
+    try:
+        yield f"http://127.0.0.1:{port}/metrics"
+    finally:
+        server.stop()
+        await server.close_all_connections()
+
+
+async def test_the_handler_serves_the_page_with_the_libraries_content_type(
+    metrics_url: str,
+) -> None:
+    client = tornado.httpclient.AsyncHTTPClient()
+    answer = await client.fetch(metrics_url)
+    assert answer.code == 200
+    assert answer.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    assert documented_names() <= set(samples(answer.body.decode()))
