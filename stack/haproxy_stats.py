@@ -10,6 +10,9 @@ from pathlib import Path
 BACKEND = "chat_instances"  # haproxy.cfg's backend
 STATS_TIMEOUT_SECONDS = 5.0
 POLL_SECONDS = 0.1
+# `show stat` names its columns on its first line, "# pxname,svname,...,status,...".
+STAT_HEADER_PREFIX = "# "
+COLUMNS = ("pxname", "svname", "status")  # the ones read here
 
 
 def server_states(stats_socket: Path) -> dict[str, str]:
@@ -21,10 +24,29 @@ def server_states(stats_socket: Path) -> dict[str, str]:
         data = b""
         while chunk := conn.recv(65536):
             data += chunk
+    return parse_server_states(data.decode())
+
+
+def parse_server_states(show_stat: str) -> dict[str, str]:
+    """The chat servers' states in `show stat` output, columns read by the names of its header.
+
+    The header is the first line, `# pxname,svname,...`; it must name the
+    columns read here (COLUMNS), wherever they stand. A transitional status
+    ("UP 1/3", "DOWN 1/2") counts as its first word. No output at all (HAProxy
+    closed the socket first) is no servers; output without that header raises
+    ValueError.
+    """
+    lines = show_stat.splitlines()
+    if not lines:
+        return {}
+    header = next(csv.reader([lines[0].removeprefix(STAT_HEADER_PREFIX)]))
+    if not lines[0].startswith(STAT_HEADER_PREFIX) or not set(COLUMNS) <= set(header):
+        raise ValueError(f"not HAProxy `show stat` output: {lines[0][:80]!r}")
     states = {}
-    for row in csv.reader(data.decode().lstrip("# ").splitlines()):
-        if len(row) > 17 and row[0] == BACKEND and row[1].startswith("chat"):
-            states[row[1]] = row[17].split(" ")[0]
+    for row in csv.DictReader(lines[1:], fieldnames=header):
+        name = row["svname"]
+        if row["pxname"] == BACKEND and name.startswith("chat"):
+            states[name] = row["status"].split(" ")[0]
     return states
 
 
