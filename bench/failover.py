@@ -38,7 +38,7 @@ from bench.chaos import GRACEFUL, KILL, REDIS, Chaos, ChaosAction, attach
 from bench.drill_client import LOBBY, DrillClient, StreamKey, stream_key
 from bench.tally import DrillResult, StoredMessage, cid_of, render, tally
 from pubsub.keys import Keys
-from stack.ports import settings_on_free_ports
+from rigs.ports import settings_on_free_ports
 from stack.run import Stack
 
 # The default drill (`make failover`).

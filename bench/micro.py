@@ -46,7 +46,7 @@ from pubsub.codec import chat_frame, pack, unpack
 from pubsub.fanout import Fanout
 from pubsub.keys import Keys
 from pubsub.publish import Publisher, RateLimit
-from stack.ports import free_port
+from rigs.ports import free_port
 
 ROOM = "lobby"
 USER = "user1234"

@@ -14,7 +14,7 @@ pid. A chatfleet stack started here has the rate limit off: a benchmark
 floods on purpose. The peer can share a Redis another target started (`redis=`).
 
 chatfleet can also run on a Redis Cluster of S primaries started here
-(`redis_shards=S`, stack.redis_cluster), so a bench can show how fan-out
+(`redis_shards=S`, rigs.redis_cluster), so a bench can show how fan-out
 spreads over shards; the peer has no cluster mode.
 """
 
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from stack.ports import free_port, free_port_run, settings_on_free_ports
-from stack.redis_cluster import RedisCluster, free_cluster_ports
+from rigs.ports import free_port, free_port_run, settings_on_free_ports
+from rigs.redis_cluster import RedisCluster, free_cluster_ports
 from stack.run import Stack, answers_ok
 from stack.settings import PROJECT, EdgeLimits
 

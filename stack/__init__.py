@@ -1,4 +1,4 @@
 """Starting chatfleet: supervisord with Redis, N chat instances and HAProxy on one box
-(stack.run); for many hosts, chat-only hosts and a front door (stack.hosts, stack.front),
-and real Redis Cluster and Sentinel sets (stack.redis_cluster, stack.sentinel).
+(stack.run, `make run`; tests and bench start the same Stack); for many hosts, the front
+door over chat-only hosts (stack.hosts, stack.front).
 """

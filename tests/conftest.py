@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.ports import free_port, settings_on_free_ports
+from rigs.ports import free_port, settings_on_free_ports
 from stack.run import Stack
 
 START_TIMEOUT = 30.0

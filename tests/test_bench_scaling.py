@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import scaling
-from stack.redis_cluster import SLOTS, RedisCluster, free_cluster_ports
+from rigs.redis_cluster import SLOTS, RedisCluster, free_cluster_ports
 
 pytestmark = pytest.mark.cluster
 

@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 from pubsub import ChatBus, Keys, RateLimit
 from redisconn import RedisTarget, connect
 from redisconn.connect import RedisClient
+from rigs.redis_cluster import RedisCluster, free_cluster_ports
 from sessions import SessionStore
-from stack.redis_cluster import RedisCluster, free_cluster_ports
 from tests.conftest import unique
 from tests.test_bus import Collector
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from rigs.ports import free_port, settings_on_free_ports
 from stack.front import FrontDoor
 from stack.haproxy_stats import server_states
 from stack.hosts import main as hosts_main
-from stack.ports import free_port, settings_on_free_ports
 from stack.render import Server, haproxy_config
 from stack.run import Stack
 from stack.settings import EdgeLimits, StackSettings

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from rigs.ports import free_port
 from stack.haproxy_stats import BACKEND, parse_server_states, server_states, wait_server_states
-from stack.ports import free_port
 
 WAIT = 20.0
 

@@ -29,8 +29,8 @@ from tornado.netutil import bind_sockets, bind_unix_socket
 from chatclient import ChatSocket, HttpSession
 from handlers.base import SECURITY_HEADERS
 from handlers.edge import MAX_BODY_BYTES, front_door_server
+from rigs.ports import free_port
 from stack.front import FrontDoor
-from stack.ports import free_port
 from stack.render import Server
 from stack.run import Stack
 from tests.conftest import lone_instance, unique

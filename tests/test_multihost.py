@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from chatclient import ChatSocket, HttpSession
+from rigs.ports import free_port
+from rigs.redis_cluster import RedisCluster, free_cluster_ports
 from stack.front import FrontDoor
-from stack.ports import free_port
-from stack.redis_cluster import RedisCluster, free_cluster_ports
 from stack.render import Server
 from stack.run import Stack
 from stack.settings import StackSettings

@@ -1,7 +1,7 @@
 """Redis behind Sentinel: the primary dies mid-chat, a replica is promoted, nothing is lost.
 
 A one-box stack (supervisord, 2 instances, HAProxy) whose instances follow
-the primary through CHAT_REDIS_SENTINELS (stack.sentinel: a primary, two
+the primary through CHAT_REDIS_SENTINELS (rigs.sentinel: a primary, two
 replicas, three sentinels on loopback). The instances ack a message only
 once a replica holds it (CHAT_REDIS_WAIT_REPLICAS=1), which is what makes
 "acknowledged" survive the crash of the primary.
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from stack.ports import free_port, settings_on_free_ports
+from rigs.ports import free_port, settings_on_free_ports
+from rigs.sentinel import SentinelSet
 from stack.run import Stack
-from stack.sentinel import SentinelSet
 from tests.conftest import unique
 from tests.fleet_support import chat_ids, join, pinned_user, say
 

@@ -21,8 +21,8 @@ from pubsub import ChatBus, Keys, RateLimit
 from pubsub.codec import format_id
 from pubsub.history import Entry
 from redisconn import RedisTarget, connect
-from stack.ports import free_port
-from stack.sentinel import SentinelSet
+from rigs.ports import free_port
+from rigs.sentinel import SentinelSet
 from tests.conftest import unique
 from tests.test_bus import Collector
 

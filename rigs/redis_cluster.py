@@ -2,7 +2,7 @@
 
 For the multi-host tests and for trying the cluster mode on one machine:
 
-    python -m stack.redis_cluster --host 127.0.0.1 --ports 7000-7005 --dir var/cluster
+    python -m rigs.redis_cluster --host 127.0.0.1 --ports 7000-7005 --dir var/cluster
 
 starts six nodes, joins them (`redis-cli --cluster create ... --cluster-replicas 1`),
 prints the seeds for CHAT_REDIS_CLUSTER and runs until Ctrl-C.
@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from stack.ports import port_is_free
+from rigs.ports import port_is_free
 
 # A primary is judged failed after this long without answers, and its
 # replica starts an election soon after: short, so a test's failover takes
@@ -328,7 +328,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stack.redis_cluster", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m rigs.redis_cluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address every node binds")
     parser.add_argument("--ports", default="7000-7005",
