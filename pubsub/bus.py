@@ -7,7 +7,6 @@ Members are anything with `user` and `send_frame` (see `fanout.Member`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from typing import Protocol
@@ -23,6 +22,7 @@ from pubsub.history import Entry, History
 from pubsub.keys import Keys
 from pubsub.presence import PRESENCE_REFRESH_SECONDS, Presence
 from pubsub.publish import Published, Publisher, RateLimit, RoomCaps
+from pubsub.repair import Repairs
 from pubsub.sharded import ShardedSubscriber
 from pubsub.subscriber import REDIS_ERRORS, Subscriber
 from redisconn import RedisClient, ping
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 PUBLISHES = metrics.counter("chat_publishes_total", "Chat messages stored and published")
 
+# A stop waits this long for each background task it cancels.
+STOP_WAIT_SECONDS = 5.0
 # A join with `after` replays at most this many messages; a longer gap gets
 # `reset` (reason trimmed) and the recent messages, and the client pages back
 # with `history` if it wants more.
@@ -78,6 +80,7 @@ class ChatBus:
         self.history = History(redis, self.keys)
         self.presence = Presence(redis, self.keys, instance)
         self.fanout = Fanout()
+        self.repairs = Repairs(self.history, self.fanout, REDIS_ERRORS.inc)
         self.sockets: set[Socket] = set()
         # How many local sockets each (room, user) has: presence changes on 0 <-> 1.
         self._local: Counter[tuple[str, str]] = Counter()
@@ -86,15 +89,16 @@ class ChatBus:
         self.subscriber: Subscriber | ShardedSubscriber
         if isinstance(redis, RedisCluster):
             self.subscriber = ShardedSubscriber(
-                redis, self.keys.canary_channel(instance), self._on_message, self._repair,
+                redis, self.keys.canary_channel(instance), self._on_message, self._resubscribed,
                 standing=(self.keys.control_channel(),),
             )
         else:
             self.subscriber = Subscriber(
-                redis, self.keys.canary_channel(instance), self._on_message, self._repair,
+                redis, self.keys.canary_channel(instance), self._on_message, self._resubscribed,
                 standing=(self.keys.control_channel(),),
             )
         self._refresher: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def trouble(self) -> str | None:
         """Why this process cannot serve chat right now, or None when it can."""
@@ -112,11 +116,15 @@ class ChatBus:
         self._refresher = asyncio.create_task(self._refresh_presence(), name="presence")
 
     async def stop(self) -> None:
+        """Stop the background work, each part waited for a bounded time."""
+        self._stopped = True  # ends the refresh loop even if its cancellation is lost
         if self._refresher is not None:
             self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+            _, stuck = await asyncio.wait({self._refresher}, timeout=STOP_WAIT_SECONDS)
+            if stuck:
+                log.error("presence refresh did not stop within %.0fs", STOP_WAIT_SECONDS)
         await self.subscriber.stop()
+        await self.repairs.stop()
 
     # -- sockets ---------------------------------------------------------
 
@@ -274,30 +282,24 @@ class ChatBus:
             self._on_control(payload)
             return
         room = self._rooms_by_channel.get(channel)
-        if room is not None:
-            self.fanout.deliver(room, payload)
+        if room is None:
+            return
+        if payload.get("t") == "chat" and self.repairs.hold(room, payload):
+            return
+        self.fanout.deliver(room, payload)
 
     def _on_control(self, payload: dict[str, object]) -> None:
         if payload.get("t") == "end":
             for socket in [s for s in self.sockets if s.login_id == payload.get("login")]:
                 socket.end_session()
 
-    async def _repair(self, channel: bytes) -> None:
+    def _resubscribed(self, channel: bytes) -> None:
         room = self._rooms_by_channel.get(channel)
-        if room is None:
-            return
-        start = self.fanout.oldest_cursor(room)
-        if start is None:
-            return
-        async for page in self.history.after(room, start):
-            members = self.fanout.rooms.get(room)
-            if not members:
-                return
-            for entry in page:
-                self.fanout.deliver_chat(members, entry.key, entry.frame)
+        if room is not None:
+            self.repairs.start(room)
 
     async def _refresh_presence(self) -> None:
-        while True:
+        while not self._stopped:
             await asyncio.sleep(PRESENCE_REFRESH_SECONDS)
             by_room: dict[str, list[str]] = {}
             for (room, user), count in self._local.items():

@@ -21,16 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 
 import metrics
+from pubsub.backoff import Backoff
 from pubsub.subscriber import (
-    BACKOFF_CAP_SECONDS,
-    BACKOFF_FIRST_SECONDS,
     REDIS_ERRORS,
     MessageHandler,
     RepairHandler,
@@ -123,22 +121,21 @@ class ShardedSubscriber:
         return sub
 
     async def _follow_slot_map(self) -> None:
-        backoff = BACKOFF_FIRST_SECONDS
+        backoff = Backoff()
         while True:
             await self._changed.wait()
             self._changed.clear()
             try:
                 await self.cluster.nodes_manager.initialize()
                 await self._reroute()
-                backoff = BACKOFF_FIRST_SECONDS
+                backoff.reset()
             except (RedisError, OSError) as error:
                 REDIS_ERRORS.inc()
                 log.warning("reading the cluster slot map failed (%s): retrying",
                             type(error).__name__)
                 self._changed.set()
             # A failover takes seconds: do not re-read the map on every lost connection.
-            await asyncio.sleep(random.uniform(backoff / 2, backoff))
-            backoff = min(backoff * 2, BACKOFF_CAP_SECONDS)
+            await backoff.wait()
 
     async def _reroute(self) -> None:
         for name in list(self.wanted):

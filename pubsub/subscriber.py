@@ -1,11 +1,11 @@
 """The one subscriber connection of a process, and the one coroutine reading it.
 
 Redis pub/sub is at-most-once: whatever is published while the connection is
-down is gone. So every (re)subscription of a room channel is followed, inside
-the reader coroutine and before any later message of that channel is handled,
-by a repair: the room's stream is read from where local sockets stopped.
-This holds however the connection came back, whether we rebuilt it or
-redis-py reconnected it and resubscribed on its own.
+down is gone. So every confirmed (re)subscription of a room channel is
+reported, before any later message of that channel is handed on, and the bus
+repairs the room from its stream while live delivery goes on
+(pubsub/repair.py). This holds however the connection came back, whether we
+rebuilt it or redis-py reconnected it and resubscribed on its own.
 
 A connection can also be up but deaf. Every CANARY_INTERVAL_SECONDS the
 process publishes to its own canary channel; if nothing arrives for
@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 import metrics
+from pubsub.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,6 @@ READ_POLL_SECONDS = 1.0
 CANARY_INTERVAL_SECONDS = 2.0
 # Three missed canaries: the connection is deaf, rebuild it.
 CANARY_DEADLINE_SECONDS = 3 * CANARY_INTERVAL_SECONDS
-# Reconnect backoff: full jitter between 0 and the current step, doubling to the cap.
-BACKOFF_FIRST_SECONDS = 0.25
-BACKOFF_CAP_SECONDS = 5.0
 # A stop (SIGTERM's drain, a test's teardown) waits at most this long for the
 # reader to end and the connection to close: it must finish even if a Redis
 # call caught mid-cancellation never returns.
@@ -51,7 +48,7 @@ DEAF = metrics.counter(
     "chat_subscriber_deaf_total", "Subscriber connections found deaf by the canary"
 )
 REPAIRS = metrics.counter(
-    "chat_subscriber_repairs_total", "Room channels (re)subscribed and repaired from history"
+    "chat_subscriber_repairs_total", "Room channels (re)subscribed, so repaired from history"
 )
 REDIS_ERRORS = metrics.counter("chat_redis_errors_total", "Redis calls that failed")
 
@@ -61,7 +58,9 @@ class DeafConnection(Exception):
 
 
 MessageHandler = Callable[[bytes, bytes], None]
-RepairHandler = Callable[[bytes], Awaitable[None]]
+# Told, before any later message of the channel, that a room channel was
+# (re)subscribed: what it carried meanwhile must be read from the stream.
+RepairHandler = Callable[[bytes], None]
 
 
 class Subscriber:
@@ -162,11 +161,11 @@ class Subscriber:
                 REDIS_ERRORS.inc()  # the reader rebuilds and subscribes every wanted channel
 
     async def _run(self) -> None:
-        backoff = BACKOFF_FIRST_SECONDS
+        backoff = Backoff()
         while True:
             try:
                 await self._connect()
-                backoff = BACKOFF_FIRST_SECONDS
+                backoff.reset()
                 await self._read_forever()
             except asyncio.CancelledError:
                 raise
@@ -187,8 +186,7 @@ class Subscriber:
             RECONNECTS.inc()
             if self.on_lost is not None:
                 self.on_lost()
-            await asyncio.sleep(random.uniform(0, backoff))
-            backoff = min(backoff * 2, BACKOFF_CAP_SECONDS)
+            await backoff.wait()
 
     async def _connect(self) -> None:
         # One command at a time on the connection: redis-py's PubSub makes its
@@ -226,11 +224,11 @@ class Subscriber:
             elif isinstance(data, bytes):
                 self.on_message(channel, data)
         elif kind in ("subscribe", "ssubscribe"):
-            if channel in self.wanted:
+            if channel in self.wanted and channel not in self.standing:
                 # Anything published before this confirmation may be missing
-                # here: read it from the stream before the next live message.
+                # here: the bus repairs it from the stream (pubsub/repair.py).
                 REPAIRS.inc()
-                await self.repair(channel)
+                self.repair(channel)
             self.confirmed.add(channel)
             for waiter in self._waiters.pop(channel, []):
                 if not waiter.done():

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 import metrics
 from pubsub import ChatBus, Keys, RateLimit
+from pubsub.history import Entry
 from tests.conftest import free_port, unique, wait_for_port
 
 WAIT = 20.0
@@ -236,3 +237,41 @@ async def test_replay_stops_when_its_member_stops_taking_it(
     assert calls <= 2  # the gap count and one page, not all of them
     assert not here.is_member(member, room)
     assert not [r for r in member.raw if '"presence"' in r]
+
+
+async def test_repairs_run_beside_live_delivery(
+    two_buses: tuple[ChatBus, ChatBus], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2,000 rooms resubscribed at once, each repair one slow round trip (a Redis
+    far away): live delivery goes on meanwhile, and the canary never finds the
+    connection deaf, so there is no second rebuild."""
+    here, there = two_buses
+    member = Collector("many")
+    rooms = [unique("r") for _ in range(2000)]
+    for room in rooms:
+        await here.join(member, room, None)
+    slow_after = here.history.after
+
+    async def far_away(room: str, after: tuple[int, int]) -> AsyncIterator[list[Entry]]:
+        await asyncio.sleep(0.01)  # 2,000 of these in a row: 20 s, past the canary's 6 s
+        async for page in slow_after(room, after):
+            yield page
+
+    monkeypatch.setattr(here.history, "after", far_away)
+    reconnects = metrics.counter("chat_subscriber_reconnects_total", "").value
+    deaf = metrics.counter("chat_subscriber_deaf_total", "").value
+
+    await there.redis.client_kill_filter(_type="pubsub")
+    live = await publish_when_up(there, rooms[-1], "live during the repairs")
+    got = await member.wait_chats(rooms[-1], 1)
+    assert got[0]["id"] == live
+    deadline = time.monotonic() + WAIT
+    while here.repairs.running():
+        assert time.monotonic() < deadline, f"{here.repairs.running()} repairs still running"
+        await asyncio.sleep(0.05)
+    after = await publish_when_up(there, rooms[0], "after the repairs")
+    await member.wait_chats(rooms[0], 1)
+    assert member.chats(rooms[0])[0]["id"] == after
+    assert metrics.counter("chat_subscriber_deaf_total", "").value == deaf
+    # The kill is one rebuild for each bus's subscriber; the slow repairs add none.
+    assert metrics.counter("chat_subscriber_reconnects_total", "").value - reconnects <= 2
