@@ -1,0 +1,148 @@
+// The one WebSocket, resumed gap-free after any failure.
+//
+// The server may go away at any moment (crash, restart, scale-down). Then we
+// back off with full jitter, ask GET /session (fresh cookies, still logged
+// in?), reopen /ws, resume every room from the last id shown, and resend
+// whatever was typed but not acknowledged, with its original cid.
+
+const FIRST_RETRY_MS = 500;      // first try within about half a second
+const MAX_RETRY_MS = 10000;      // never wait longer than this between tries
+const DRAIN_JITTER_MS = 1000;    // close 1012: come back at once, but not all together
+const UNAVAILABLE_RETRY_MS = 2000;
+const CLOSE_DRAINING = 1012;
+const CLOSE_SESSION_ENDED = 4401;
+
+export function createConnection(store, view, { LOBBY }, onFrame) {
+  const { state } = store;
+
+  function send(frame) {
+    if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+      state.ws.send(JSON.stringify(frame));
+      return true;
+    }
+    return false;
+  }
+
+  function sendChat(m) {
+    return send({ type: "chat", room: m.room, text: m.text, cid: m.cid });
+  }
+
+  function joinRoom(name) {
+    const r = store.room(name);
+    r.confirmed = false;
+    const frame = { type: "join", room: name };
+    if (r.lastId) frame.after = r.lastId;
+    send(frame);
+  }
+
+  // Join what is not joined on this socket yet, then resend the outbox: the
+  // server handles frames in order, so the joins land before the chats.
+  function catchUp({ skipLobby = false } = {}) {
+    for (const name of state.pendingLeaves) send({ type: "leave", room: name });
+    state.pendingLeaves.clear();
+    for (const r of state.rooms.values()) {
+      if (!r.confirmed && !(skipLobby && r.name === LOBBY)) joinRoom(r.name);
+    }
+    for (const m of state.outbox) sendChat(m);
+  }
+
+  // The hello frame: the socket is up.
+  function greeted() {
+    state.online = true;
+    state.attempt = 0;
+    view.setStatus("online", "online");
+    for (const r of state.rooms.values()) r.confirmed = false;
+  }
+
+  // Redis was away and nothing was stored: a join or chat failed. The lobby's
+  // automatic join may be among them, so retry what is not confirmed, and the
+  // outbox; one retry timer however many frames were refused.
+  function unavailable() {
+    view.setStatus("trouble", "chat is briefly unavailable; retrying…");
+    if (state.unavailableTimer) return;
+    state.unavailableTimer = setTimeout(() => {
+      state.unavailableTimer = null;
+      if (!state.online) return;
+      view.setStatus("online", "online");
+      catchUp();
+    }, UNAVAILABLE_RETRY_MS);
+  }
+
+  function scheduleReconnect(delayMs) {
+    clearTimeout(state.retryTimer);
+    const wait = delayMs !== undefined
+      ? delayMs
+      : Math.random() * Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** state.attempt);
+    state.attempt += 1;
+    view.setStatus("reconnecting", "reconnecting…");
+    state.retryTimer = setTimeout(connect, wait);
+  }
+
+  // GET /session: still logged in? (fresh cookies too). False when it
+  // already decided what comes next (a retry, or the login page).
+  async function probeSession() {
+    let probe;
+    try {
+      probe = await fetch("/session", { credentials: "same-origin", cache: "no-store" });
+    } catch {
+      scheduleReconnect();
+      return false;
+    }
+    if (probe.status === 401) {
+      // Another tab may have just regenerated the shared session cookie while
+      // our probe carried the old one: ask once more before giving up.
+      if (!state.probedTwice) {
+        state.probedTwice = true;
+        scheduleReconnect(200);
+        return false;
+      }
+      location.assign("/");  // the session is gone: the server shows the login page
+      return false;
+    }
+    state.probedTwice = false;
+    if (!probe.ok) {
+      scheduleReconnect();
+      return false;
+    }
+    return true;
+  }
+
+  async function connect() {
+    view.setStatus(state.attempt ? "reconnecting" : "connecting", state.attempt ? "reconnecting…" : "connecting…");
+    if (state.pageJustServed) {
+      // This page was served a moment ago for this session, with a fresh
+      // cookie: the first socket needs no probe. Each probe gives the session
+      // a new id, and each new id is a race with this browser's other tabs.
+      state.pageJustServed = false;
+    } else if (!(await probeSession())) {
+      return;
+    }
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const after = store.room(LOBBY).lastId;
+    const url = scheme + "//" + location.host + "/ws" + (after ? "?after=" + encodeURIComponent(after) : "");
+    const ws = new WebSocket(url);
+    state.ws = ws;
+    ws.onmessage = (event) => {
+      let frame;
+      try { frame = JSON.parse(event.data); } catch { return; }
+      onFrame(frame);
+    };
+    ws.onclose = (event) => {
+      if (state.ws !== ws) return;
+      state.ws = null;
+      state.online = false;
+      clearTimeout(state.unavailableTimer);
+      state.unavailableTimer = null;
+      for (const r of state.rooms.values()) r.loadingHistory = false;
+      if (event.code === CLOSE_SESSION_ENDED) {
+        location.assign("/");
+      } else if (event.code === CLOSE_DRAINING) {
+        scheduleReconnect(Math.random() * DRAIN_JITTER_MS);
+      } else {
+        scheduleReconnect();
+      }
+    };
+  }
+
+  return { connect, send, sendChat, joinRoom, catchUp, greeted, unavailable };
+}
