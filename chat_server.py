@@ -26,7 +26,7 @@ from handlers.frames import MAX_TEXT_CHARS
 from handlers.keepalive import KeepAlive
 from handlers.limits import SocketLimits
 from pubsub import Allowance, ChatBus, Keys, RateLimit, RoomCaps
-from redisconn import RedisTarget, connect, connect_probe, is_cluster
+from redisconn import RedisTarget, open_topology
 from redisconn.connect import DEFAULT_SENTINEL_MASTER
 from sessions import DEFAULT_IDLE_TTL_SECONDS, SessionStore
 from sessions.store import DEFAULT_MAX_LOGINS_PER_USER
@@ -211,16 +211,16 @@ async def main() -> None:
 
     target = RedisTarget(options.redis_url, options.redis_cluster, options.redis_sentinels,
                          options.redis_sentinel_master)
-    redis = connect(target)
-    keys = Keys(options.key_prefix, sharded=is_cluster(redis))
+    topology = open_topology(target)
+    keys = Keys(options.key_prefix, sharded=topology.sharded)
     rate = RateLimit(per_window=options.rate_limit, burst=options.rate_burst)
     idle_seconds = options.room_idle_days * 86400
     caps = RoomCaps(max_messages=options.stream_maxlen, max_bytes=options.room_max_bytes,
                     idle_seconds=idle_seconds)
     allowance = Allowance(rooms_per_day=options.rooms_per_day, room_idle_seconds=idle_seconds)
-    bus = ChatBus(redis, instance, keys, caps, rate, options.redis_wait_replicas,
-                  probe=connect_probe(target), allowance=allowance)
-    sessions = SessionStore(redis, options.key_prefix, options.session_idle_ttl,
+    bus = ChatBus(topology, instance, keys, caps, rate, options.redis_wait_replicas,
+                  allowance=allowance)
+    sessions = SessionStore(topology, options.key_prefix, options.session_idle_ttl,
                             options.max_logins_per_user)
     draining = asyncio.Event()
     app = make_app(bus, sessions, secret, instance, draining)
@@ -257,9 +257,7 @@ async def main() -> None:
     watcher.cancel()
     pinger.cancel()
     await bus.stop()
-    await redis.aclose()
-    if bus.probe is not redis:
-        await bus.probe.aclose()
+    await topology.aclose()
     log.info("instance %s stopped", instance)
 
 

@@ -46,6 +46,7 @@ from pubsub.codec import chat_frame, pack, unpack
 from pubsub.fanout import Fanout
 from pubsub.keys import Keys
 from pubsub.publish import Publisher, RateLimit
+from redisconn import topology_of
 from rigs.ports import free_port
 
 ROOM = "lobby"
@@ -285,7 +286,7 @@ async def publish_row(args: argparse.Namespace, url: str) -> Row:
     """The publish script's round trip, one at a time, with one subscriber on the channel."""
     redis = Redis.from_url(url)
     keys = Keys()
-    publisher = Publisher(redis, keys, rate=RateLimit(per_window=0))
+    publisher = Publisher(topology_of(redis), keys, rate=RateLimit(per_window=0))
     listener = redis.pubsub()
     await listener.subscribe(keys.channel(ROOM))  # PUBLISH does its real work: one receiver
     text = "x" * args.text_chars

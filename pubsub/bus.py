@@ -11,6 +11,7 @@ import logging
 from collections import Counter
 from typing import Protocol
 
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
@@ -25,7 +26,7 @@ from pubsub.publish import Published, Publisher, RateLimit, RoomCaps
 from pubsub.repair import Repairs
 from pubsub.sharded import ShardedSubscriber
 from pubsub.subscriber import REDIS_ERRORS, Subscriber
-from redisconn import RedisClient, ping
+from redisconn import Topology
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +58,21 @@ class ChatBus:
 
     def __init__(
         self,
-        redis: RedisClient,
+        topology: Topology,
         instance: str,
         keys: Keys | None = None,
         caps: RoomCaps | None = None,
         rate: RateLimit | None = None,
         wait_replicas: int = 0,
-        probe: RedisClient | None = None,
         allowance: Allowance | None = None,
     ) -> None:
-        """`keys.sharded` must be True exactly when `redis` is a Cluster client.
-
-        `probe`: a client of its own for health pings (redisconn.connect_probe).
-        """
-        self.redis = redis
-        self.probe = probe or redis
-        self.keys = keys or Keys(sharded=isinstance(redis, RedisCluster))
-        assert self.keys.sharded == isinstance(redis, RedisCluster), "Keys(sharded=) mismatch"
+        """`keys.sharded` must match the topology's (shard channels on a Cluster)."""
+        self.topology = topology
+        redis = self.redis = topology.client
+        self.keys = keys or Keys(sharded=topology.sharded)
+        assert self.keys.sharded == topology.sharded, "Keys(sharded=) mismatch"
         self.instance = instance
-        self.publisher = Publisher(redis, self.keys, caps, rate, wait_replicas)
+        self.publisher = Publisher(topology, self.keys, caps, rate, wait_replicas)
         self.admission = Admission(redis, self.keys, allowance)
         self.history = History(redis, self.keys)
         self.presence = Presence(redis, self.keys, instance)
@@ -86,24 +83,25 @@ class ChatBus:
         self._local: Counter[tuple[str, str]] = Counter()
         self._rooms_by_channel: dict[bytes, str] = {}
         self._control = self.keys.control_channel().encode()
-        self.subscriber: Subscriber | ShardedSubscriber
-        if isinstance(redis, RedisCluster):
-            self.subscriber = ShardedSubscriber(
-                redis, self.keys.canary_channel(instance), self._on_message, self._resubscribed,
-                standing=(self.keys.control_channel(),),
-            )
-        else:
-            self.subscriber = Subscriber(
-                redis, self.keys.canary_channel(instance), self._on_message, self._resubscribed,
-                standing=(self.keys.control_channel(),),
-            )
+        standing = (self.keys.control_channel(),)
+        canary = self.keys.canary_channel(instance)
+
+        def on_one_server(one: Redis) -> Subscriber | ShardedSubscriber:
+            return Subscriber(one, canary, self._on_message, self._resubscribed,
+                              standing=standing)
+
+        def on_a_cluster(cluster: RedisCluster) -> Subscriber | ShardedSubscriber:
+            return ShardedSubscriber(cluster, canary, self._on_message, self._resubscribed,
+                                     standing=standing)
+
+        self.subscriber = topology.choose(on_one_server, on_a_cluster)
         self._refresher: asyncio.Task[None] | None = None
         self._stopped = False
 
     async def trouble(self) -> str | None:
         """Why this process cannot serve chat right now, or None when it can."""
         try:
-            await ping(self.probe)
+            await self.topology.ping()
         except (RedisError, OSError):
             return "redis unreachable"
         if not self.subscriber.connected:
@@ -264,11 +262,7 @@ class ChatBus:
         await self._publish_live(self.keys.channel(room), payload)
 
     async def _publish_live(self, channel: str, payload: bytes) -> None:
-        """PUBLISH, or SPUBLISH to the channel's shard on a Cluster."""
-        if isinstance(self.redis, RedisCluster):
-            await self.redis.spublish(channel, payload)
-        else:
-            await self.redis.publish(channel, payload)
+        await self.topology.publish(channel, payload)
 
     # -- subscriber callbacks ---------------------------------------------
 

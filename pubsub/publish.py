@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pubsub.codec import as_str
 from pubsub.keys import Keys
 from pubsub.scripts import BUCKET_LUA, NOW_LUA, register
-from redisconn import RedisClient
+from redisconn import Topology
 
 # Each room keeps this many recent messages (trimmed in batches of
 # TRIM_SLACK, so it holds between this and this + TRIM_SLACK) ...
@@ -169,18 +168,20 @@ class Publisher:
 
     def __init__(
         self,
-        redis: RedisClient,
+        topology: Topology,
         keys: Keys,
         caps: RoomCaps | None = None,
         rate: RateLimit | None = None,
         wait_replicas: int = 0,
     ) -> None:
-        self.redis = redis
+        self.redis = topology.client
         self.keys = keys
         self.caps = caps or RoomCaps()
         self.rate = rate or RateLimit()
-        self.wait_replicas = wait_replicas if isinstance(redis, Redis) else 0
-        self._script = register(redis, keys, _PUBLISH_LUA)
+        # WAIT needs one server: replicas confirm what its connection wrote.
+        self._waits_on = topology.single_node if wait_replicas else None
+        self.wait_replicas = wait_replicas if self._waits_on is not None else 0
+        self._script = register(self.redis, keys, _PUBLISH_LUA)
 
     async def publish(
         self, room: str, user: str, text: str, cid: str = "", login: str = ""
@@ -207,8 +208,8 @@ class Publisher:
     async def _publish_replicated(
         self, keys: list[str], args: list[str | int | float]
     ) -> list[object]:
-        assert isinstance(self.redis, Redis)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        assert self._waits_on is not None
+        async with self._waits_on.pipeline(transaction=False) as pipe:
             await self._script(keys=keys, args=args, client=pipe)
             pipe.execute_command("WAIT", self.wait_replicas, REPLICA_WAIT_MS)
             reply, replicas = await pipe.execute()

@@ -1,13 +1,11 @@
 """Connecting to Redis: one server, a primary followed through Sentinel, or a Cluster.
 
-The rest of chatfleet sees one client type, `RedisClient`. What differs by
-deployment is decided here and in two flags the rest reads: a Cluster needs
-sharded pub/sub (`is_cluster`) and cluster-safe session steps.
+`open_topology` makes the process's clients for a `RedisTarget`; what differs
+by deployment after that is the `Topology`'s business (redisconn/topology.py).
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -17,10 +15,9 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-RedisClient = Redis | RedisCluster
+from redisconn.topology import RedisClient, Topology
 
 # Redis calls fail fast so a user gets `unavailable` or a 503 quickly, after
 # two quick retries that hide a single dropped connection.
@@ -129,22 +126,6 @@ def connect_probe(target: RedisTarget) -> RedisClient | None:
     return connect(target, pool_size=PROBE_CONNECTIONS)
 
 
-def is_cluster(redis: RedisClient) -> bool:
-    return isinstance(redis, RedisCluster)
-
-
-async def ping(redis: RedisClient) -> None:
-    """Raise unless Redis answers. A Cluster answers if some primary does:
-    one shard failing over must not take every instance out of HAProxy."""
-    if isinstance(redis, RedisCluster):
-        await redis.initialize()  # no-op once the slot map is known
-        failure: Exception = RedisError("no primary known")
-        for node in random.sample(redis.get_primaries(), len(redis.get_primaries())):
-            try:
-                await redis.execute_command("PING", target_nodes=node)
-                return
-            except (RedisError, OSError) as error:
-                failure = error
-        raise failure
-    else:
-        await redis.ping()
+def open_topology(target: RedisTarget) -> Topology:
+    """The process's Redis: its client and health probe, chosen once from `target`."""
+    return Topology(connect(target), connect_probe(target))

@@ -13,9 +13,8 @@ import time
 from typing import Any
 
 import msgpack
-from redis.asyncio.cluster import RedisCluster
 
-from redisconn import RedisClient
+from redisconn import Topology
 
 # A week of inactivity logs a user out: long enough for "remember me" chat use,
 # short enough that abandoned sessions do not pile up in Redis.
@@ -84,12 +83,14 @@ class SessionStore:
 
     def __init__(
         self,
-        redis: RedisClient,
+        topology: Topology,
         prefix: str = "",
         idle_ttl: int = DEFAULT_IDLE_TTL_SECONDS,
         max_logins_per_user: int = DEFAULT_MAX_LOGINS_PER_USER,
     ) -> None:
-        self.redis = redis
+        redis = self.redis = topology.client
+        # Keys of different slots cannot meet in one script: move them in steps.
+        self._in_steps = topology.sharded
         self.prefix = prefix
         self.idle_ttl = idle_ttl
         self.max_logins_per_user = max_logins_per_user
@@ -132,7 +133,7 @@ class SessionStore:
                      self.moved_key(old_id or new_id)]
             expected = (old_id or "") if continues else ""
         packed = msgpack.packb(data)
-        if isinstance(self.redis, RedisCluster):
+        if self._in_steps:
             moved = await self._regenerate_in_steps(keys, packed, new_id, expected)
             if moved and isinstance(login_id, str) and old_id:
                 await self.redis.set(keys[4], login_id, ex=MOVED_MEMORY_SECONDS)
@@ -188,7 +189,7 @@ class SessionStore:
         if user:
             await self.redis.zrem(self.user_logins_key(user), login_id)
         keys = [self.key(session_id), self.login_key(login_id), self.rooms_key(login_id)]
-        if isinstance(self.redis, RedisCluster):
+        if self._in_steps:
             current = as_text(await self.redis.getdel(keys[1]))
             doomed = [keys[0], keys[2]] + ([self.key(current)] if current else [])
             await self.redis.delete(*doomed)  # a Cluster client splits it by slot

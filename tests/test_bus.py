@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 import metrics
 from pubsub import ChatBus, Keys, RateLimit
 from pubsub.history import Entry
+from redisconn import topology_of
 from tests.conftest import free_port, unique, wait_for_port
 
 WAIT = 20.0
@@ -95,8 +96,8 @@ async def two_buses(redis_proc: RedisProcess) -> AsyncIterator[tuple[ChatBus, Ch
     keys = Keys(unique("k") + ":")
     clients = [Redis.from_url(redis_proc.url) for _ in range(2)]
     unlimited = RateLimit(per_window=0)  # these tests publish faster than a person
-    buses = (ChatBus(clients[0], "a", keys, rate=unlimited),
-             ChatBus(clients[1], "b", keys, rate=unlimited))
+    buses = (ChatBus(topology_of(clients[0]), "a", keys, rate=unlimited),
+             ChatBus(topology_of(clients[1]), "b", keys, rate=unlimited))
     for bus in buses:
         await bus.start()
     yield buses

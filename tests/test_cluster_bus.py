@@ -18,7 +18,7 @@ import pytest
 from redis.exceptions import RedisError
 
 from pubsub import ChatBus, Keys, RateLimit
-from redisconn import RedisTarget, connect
+from redisconn import RedisTarget, connect, topology_of
 from redisconn.connect import RedisClient
 from rigs.redis_cluster import RedisCluster, free_cluster_ports
 from sessions import SessionStore
@@ -52,8 +52,8 @@ async def clients(cluster: RedisCluster) -> AsyncIterator[list[RedisClient]]:
 async def two_buses(clients: list[RedisClient]) -> AsyncIterator[tuple[ChatBus, ChatBus]]:
     keys = Keys(unique("k") + ":", sharded=True)
     unlimited = RateLimit(per_window=0)
-    buses = (ChatBus(clients[0], "a", keys, rate=unlimited),
-             ChatBus(clients[1], "b", keys, rate=unlimited))
+    buses = (ChatBus(topology_of(clients[0]), "a", keys, rate=unlimited),
+             ChatBus(topology_of(clients[1]), "b", keys, rate=unlimited))
     for bus in buses:
         await bus.start()
     yield buses
@@ -138,7 +138,7 @@ async def test_ending_a_login_reaches_every_process(two_buses: tuple[ChatBus, Ch
 async def test_sessions_regenerate_and_destroy_across_slots(
     clients: list[RedisClient],
 ) -> None:
-    store = SessionStore(clients[0], unique("s") + ":")
+    store = SessionStore(topology_of(clients[0]), unique("s") + ":")
     login = unique("login")
     first = await store.regenerate(None, {"user": "dave"})
     second = await store.regenerate(first, {"user": "dave", "login": login})

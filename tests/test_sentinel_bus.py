@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from pubsub import ChatBus, Keys, RateLimit
 from pubsub.codec import format_id
 from pubsub.history import Entry
-from redisconn import RedisTarget, connect
+from redisconn import RedisTarget, connect, topology_of
 from rigs.ports import free_port
 from rigs.sentinel import SentinelSet
 from tests.conftest import unique
@@ -66,7 +66,7 @@ async def stored(bus: ChatBus, room: str) -> list[Entry]:
 
 async def test_acked_messages_survive_a_primary_crash(sentinels: SentinelSet) -> None:
     redis = connect(RedisTarget(sentinels=sentinels.sentinels, sentinel_master=sentinels.master))
-    bus = ChatBus(redis, "a", Keys(unique("k") + ":"), rate=RateLimit(per_window=0),
+    bus = ChatBus(topology_of(redis), "a", Keys(unique("k") + ":"), rate=RateLimit(per_window=0),
                   wait_replicas=1)
     await bus.start()
     try:
@@ -91,7 +91,7 @@ async def test_acked_messages_survive_a_primary_crash(sentinels: SentinelSet) ->
 async def test_no_ack_while_no_replica_holds_the_message(sentinels: SentinelSet) -> None:
     """Replicas gone: the primary may still store the message, but the sender gets no ack."""
     redis = connect(RedisTarget(sentinels=sentinels.sentinels, sentinel_master=sentinels.master))
-    bus = ChatBus(redis, "a", Keys(unique("k") + ":"), rate=RateLimit(per_window=0),
+    bus = ChatBus(topology_of(redis), "a", Keys(unique("k") + ":"), rate=RateLimit(per_window=0),
                   wait_replicas=1)
     try:
         room = unique("room")

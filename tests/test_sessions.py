@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from redisconn import topology_of
 from sessions import SessionStore
 from tests.conftest import unique
 
@@ -21,7 +22,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 def store(redis: Redis) -> SessionStore:
-    return SessionStore(redis, prefix=unique("t") + ":", idle_ttl=100)
+    return SessionStore(topology_of(redis), prefix=unique("t") + ":", idle_ttl=100)
 
 
 async def test_create_and_read(store: SessionStore) -> None:
@@ -46,7 +47,7 @@ async def test_expiry_slides_on_read(store: SessionStore, redis: Redis) -> None:
 
 async def test_idle_session_expires(redis: Redis) -> None:
     """Left alone for its idle TTL, a session is gone (polled without touching it)."""
-    short = SessionStore(redis, prefix=unique("t") + ":", idle_ttl=1)
+    short = SessionStore(topology_of(redis), prefix=unique("t") + ":", idle_ttl=1)
     sid = await short.regenerate(None, {"user": "ann"})
     assert 0 < await redis.pttl(short.key(sid)) <= 1000
     for _ in range(100):
