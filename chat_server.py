@@ -19,12 +19,13 @@ import tornado.web
 from tornado.netutil import bind_unix_socket
 from tornado.options import define, options, parse_command_line
 
+import internals
 from handlers import ROUTES, close_all_draining, wait_detached, watch_sessions
 from handlers.edge import MAX_BODY_BYTES, EdgeHeaders, front_door_server, trusted_addresses
-from handlers.eventloop import DeferredReadRemovalLoop
 from handlers.frames import MAX_TEXT_CHARS
 from handlers.keepalive import KeepAlive
 from handlers.limits import SocketLimits
+from internals.eventloop import DeferredReadRemovalLoop
 from pubsub import Allowance, ChatBus, Keys, RateLimit, RoomCaps
 from redisconn import RedisTarget, open_topology
 from redisconn.connect import DEFAULT_SENTINEL_MASTER
@@ -200,6 +201,7 @@ def tune_gc() -> None:
 
 
 async def main() -> None:
+    internals.check()  # a Tornado without what internals/ relies on stops here, loudly
     # Before anything asks for IOLoop.current(): this one becomes it.
     DeferredReadRemovalLoop()
     parse_command_line()

@@ -5,12 +5,12 @@
 
 Times, in one process on the machine it runs on: the msgpack payload as the
 publish script sends it (pack, unpack), the JSON chat frame
-(`pubsub.codec.chat_frame`), the WebSocket framing (`handlers.wire.wire_frame`,
+(`pubsub.codec.chat_frame`), the WebSocket framing (`internals.wire.wire_frame`,
 for a new message and for the next socket of the same message), the
 fan-out loop per member without any write (`pubsub.fanout.Fanout`), one
 pre-built frame written to each of `--sockets` loopback sockets four ways
 (asyncio `transport.write`, raw `socket.send`, Tornado `IOStream.write`,
-and `handlers.wire.write_now`, the server's own path, then write_now again
+and `internals.wire.write_now`, the server's own path, then write_now again
 over Unix sockets, the way the HAProxy beside the processes reaches them),
 and the publish
 round trip (the Lua script) to a real redis-server started here. A separate
@@ -41,7 +41,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 from tornado.iostream import IOStream
 
-from handlers.wire import wire_frame, write_now
+from internals.wire import wire_frame, write_now
 from pubsub.codec import chat_frame, pack, unpack
 from pubsub.fanout import Fanout
 from pubsub.keys import Keys
@@ -245,7 +245,7 @@ async def write_rows(args: argparse.Namespace) -> list[Row]:
     with loopback_sockets(n) as socks:
         streams = [IOStream(s) for s in socks]
         us = time_writes(lambda i: write_now(streams[i], frame), n, rounds)
-        rows.append(Row("handlers.wire.write_now (the server's)", "socket", us, rounds * n))
+        rows.append(Row("internals.wire.write_now (the server's)", "socket", us, rounds * n))
         for stream in streams:
             stream.close()
     with loopback_sockets(n, unix=True) as socks:

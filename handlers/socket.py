@@ -28,7 +28,8 @@ from handlers.frames import (
 )
 from handlers.keepalive import PING_FRAME, PINGS_UNANSWERED_BEFORE_CLOSE, KeepAlive
 from handlers.limits import SocketLimits
-from handlers.wire import wire_frame, write_now
+from internals.handshake import forget_handshake
+from internals.wire import wire_frame, write_now
 from pubsub import ChatBus, Refused, frame
 from sessions import SessionMixin, SessionStore
 
@@ -182,28 +183,11 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         except FrameError as error:
             self._refuse(error.code, error.reason)
             after = None
-        self._forget_handshake()
+        forget_handshake(self)
         try:
             await self.bus.join(self, LOBBY, after)
         except (RedisError, OSError, TimeoutError):
             self._refuse("unavailable", "could not join the lobby; try again")
-
-    def _forget_handshake(self) -> None:
-        """Idle sockets are most of a chat server's memory: once open, drop what
-        only the handshake needed (headers, parsed cookies, query, template
-        helpers): about 20% of an idle socket's memory."""
-        request = self.request
-        # Emptied in place, not replaced: Tornado's get() coroutine, suspended
-        # for the socket's whole life, still holds the request's headers.
-        # __init__ again rather than clear(), which keeps the tables' size.
-        request.headers.__init__()  # type: ignore[misc]
-        request.__dict__.pop("_cookies", None)
-        request.arguments, request.query_arguments, request.body_arguments = {}, {}, {}
-        request.connection = None  # the HTTP/1 connection, detached at the upgrade
-        self._headers.__init__()  # type: ignore[misc]  # the upgrade's response headers, long sent
-        # Template helpers (closures per handler); WebSocketHandler._break_cycles
-        # would keep them until the close.
-        self.ui = None  # type: ignore[assignment]
 
     def ping_due(self) -> bool:
         """Keep-alive (handlers/keepalive.py): ping, or close a peer that never answered."""
@@ -339,7 +323,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         """Queue a frame without waiting; a closed peer is simply skipped.
 
         Fan-out hands the same str to every local socket: it is framed once
-        and written with one send per socket (handlers/wire.py).
+        and written with one send per socket (internals/wire.py).
         """
         self._write_wire(wire_frame(text))
 

@@ -1,4 +1,4 @@
-"""The chat processes' IOLoop (handlers/eventloop.py) on a real socket pair.
+"""The chat processes' IOLoop (internals/eventloop.py) on a real socket pair.
 
 A frame read in two parts must not unregister and re-register its socket,
 and a stream that stops reading must still lose its READ interest a moment
@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 
 from tornado.iostream import IOStream
 
-from handlers.eventloop import DeferredReadRemovalLoop
+from internals.eventloop import DeferredReadRemovalLoop
 
 TIMEOUT = 10.0
 STREAMS = 20

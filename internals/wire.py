@@ -7,6 +7,11 @@ nothing is queued ahead: Tornado's `IOStream.write` costs a future, a loop
 callback and buffer bookkeeping per call, several times the kernel's own
 cost of a loopback send. Whatever the kernel does not take at once is
 handed to the stream, which keeps the order and the slow-consumer limit.
+
+Saves: a delivery's write 17.5 -> 6.5 µs (`IOStream.write` against a raw
+send; README: Performance, micro costs).
+Depends on: `IOStream.socket` and `IOStream.writing()` (Tornado 6.6); the
+frame layout is RFC 6455's.
 """
 
 from __future__ import annotations

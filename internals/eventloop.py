@@ -13,6 +13,11 @@ queued right behind the one that wakes the stream's reader, unless that
 reader asked for more in between (it almost always has). Nothing is
 dispatched to the stream meanwhile: the next select's events queue behind
 that callback, and asyncio cancels a queued event when its reader is removed.
+
+Saves: idle CPU for 10,000 sockets 4.06% -> 3.32% of a core (README:
+Performance); tests/test_eventloop.py counts 0 re-adds instead of 180.
+Depends on: `BaseAsyncIOLoop.readers`, `.selector_loop`, `.asyncio_loop`,
+`.split_fd`, `.update_handler`, `.remove_handler` (Tornado 6.6).
 """
 
 from __future__ import annotations

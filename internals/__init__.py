@@ -1,0 +1,67 @@
+"""Every use of Tornado and asyncio internals, in one place (README: Performance).
+
+Each trick's module says what it saves (with the figure) and what it depends
+on: `eventloop` (a READ interest dropped one callback late), `wire` (frames
+built once, written with one `send`), `handshake` (what an open socket no
+longer needs). setup.cfg pins Tornado to the minor version they were tested
+on; `check()` runs at a chat process's start and stops it with a clear
+message if an internal it touches is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import tornado
+import tornado.httputil
+import tornado.iostream
+import tornado.platform.asyncio
+import tornado.web
+
+TESTED_TORNADO = "6.6"
+
+
+def _assigns(function: Callable[..., Any], *names: str) -> list[str]:
+    """Which of `names` the function does not set or read (by its bytecode's names)."""
+    code_names = set(function.__code__.co_names)
+    return [name for name in names if name not in code_names]
+
+
+def missing() -> list[str]:
+    """The internals chatfleet touches that this Tornado lacks."""
+    gone: list[str] = []
+    loop = tornado.platform.asyncio.BaseAsyncIOLoop
+    gone += [f"BaseAsyncIOLoop.{n}" for n in
+             _assigns(loop.initialize, "readers", "selector_loop", "asyncio_loop")]
+    gone += [f"BaseAsyncIOLoop.{n}()" for n in ("split_fd", "update_handler", "remove_handler")
+             if not callable(getattr(loop, n, None))]
+    stream = tornado.iostream.IOStream
+    gone += [f"IOStream.{n}" for n in _assigns(stream.__init__, "socket")]
+    gone += [f"BaseIOStream.{n}" for n in
+             _assigns(tornado.iostream.BaseIOStream.__init__, "max_write_buffer_size")]
+    gone += [f"IOStream.{n}()" for n in ("writing", "write", "closed")
+             if not callable(getattr(stream, n, None))]
+    request = tornado.httputil.HTTPServerRequest
+    gone += [f"HTTPServerRequest.{n}" for n in _assigns(
+        request.__init__, "headers", "arguments", "query_arguments", "body_arguments",
+        "connection")]
+    cookies = getattr(request, "cookies", None)
+    if not isinstance(cookies, property) or cookies.fget is None or _assigns(
+            cookies.fget, "_cookies"):
+        gone.append("HTTPServerRequest._cookies")
+    gone += [f"RequestHandler.{n}" for n in
+             _assigns(tornado.web.RequestHandler.clear, "_headers")]
+    gone += [f"RequestHandler.{n}" for n in
+             _assigns(tornado.web.RequestHandler.__init__, "ui")]
+    return gone
+
+
+def check() -> None:
+    """Stop the process, loudly, if an internal it relies on is missing."""
+    gone = missing()
+    if gone:
+        raise SystemExit(
+            f"chatfleet: Tornado {tornado.version} lacks internals this build relies on "
+            f"(tested with {TESTED_TORNADO}.x): {', '.join(gone)}. Install the Tornado "
+            "version setup.cfg pins, or update internals/ for this one.")
