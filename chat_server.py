@@ -12,24 +12,25 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import tornado.web
 from tornado.netutil import bind_unix_socket
-from tornado.options import define, options, parse_command_line
+from tornado.options import OptionParser
 
 import internals
-from handlers import ROUTES, close_all_draining, wait_detached, watch_sessions
+from handlers import ROUTES
 from handlers.edge import MAX_BODY_BYTES, EdgeHeaders, front_door_server, trusted_addresses
 from handlers.frames import MAX_TEXT_CHARS
-from handlers.keepalive import KeepAlive
 from handlers.limits import SocketLimits
 from internals.eventloop import DeferredReadRemovalLoop
-from pubsub import Allowance, ChatBus, Keys, RateLimit, RoomCaps
+from pubsub import Allowance, RateLimit, RoomCaps
 from redisconn import RedisTarget, open_topology
 from redisconn.connect import DEFAULT_SENTINEL_MASTER
-from sessions import DEFAULT_IDLE_TTL_SECONDS, SessionStore
+from runtime import ChatProcess, Config
+from sessions import DEFAULT_IDLE_TTL_SECONDS
 from sessions.store import DEFAULT_MAX_LOGINS_PER_USER
 
 HERE = Path(__file__).resolve().parent
@@ -41,11 +42,9 @@ SESSION_CHECK_SECONDS = 120.0
 
 # Keep-alive pings find dead peers (a laptop closed mid-chat) and keep idle
 # NATs and proxies from cutting the tunnel; a peer that answers none of two
-# pings is closed (handlers/keepalive.py).
+# pings is closed (runtime/keepalive.py).
 PING_INTERVAL_SECONDS = 25.0
 
-# Draining waits at most this long for closed sockets to leave their rooms.
-DETACH_WAIT_SECONDS = 5.0
 
 
 # Connections the kernel queues before we accept them. Tornado's default, 128,
@@ -54,79 +53,90 @@ DETACH_WAIT_SECONDS = 5.0
 # at net.core.somaxconn).
 LISTEN_BACKLOG = 4096
 
-define("port", default=8001, type=int, help="port to listen on")
-define("port_base", default=0, type=int,
-       help="with --instance-number: listen on port_base + instance_number (supervisord)")
-define("instance_number", default=0, type=int, help="this process's number among N")
-define("address", default="127.0.0.1", help="address to listen on")
-define("unix_socket_dir", default="",
-       help="with --instance-number: also listen on chat-N.sock in this folder, for an "
-            "HAProxy on the same host (stack/settings.py names the same file)")
-define("redis_url", default=os.environ.get("CHAT_REDIS_URL", "redis://127.0.0.1:6380/0"),
-       help="Redis for sessions, history and fan-out (one server)")
-define("redis_cluster", default=os.environ.get("CHAT_REDIS_CLUSTER", ""),
-       help="seed nodes host:port,... of a Redis Cluster (instead of --redis-url)")
-define("redis_sentinels", default=os.environ.get("CHAT_REDIS_SENTINELS", ""),
-       help="Sentinels host:port,... watching the primary (instead of --redis-url)")
-define("redis_sentinel_master", default=os.environ.get("CHAT_REDIS_SENTINEL_MASTER",
-                                                       DEFAULT_SENTINEL_MASTER),
-       help="the primary's name at the Sentinels")
-define("redis_wait_replicas", default=int(os.environ.get("CHAT_REDIS_WAIT_REPLICAS", "0")),
-       type=int, help="ack a message only once this many replicas hold it (WAIT; not on a Cluster)")
-define("key_prefix", default=os.environ.get("CHAT_KEY_PREFIX", ""),
-       help="prefix of every Redis key and channel (two deployments on one Redis)")
-define("cookie_secret_file", default=os.environ.get("CHAT_COOKIE_SECRET_FILE", ""),
-       help="file holding the cookie secret when CHAT_COOKIE_SECRET is not set")
-define("session_idle_ttl", default=int(os.environ.get("CHAT_SESSION_TTL",
-                                                      DEFAULT_IDLE_TTL_SECONDS)),
-       type=int, help="seconds of inactivity before a session ends")
-define("allowed_origins", default=os.environ.get("CHAT_ALLOWED_ORIGINS", ""),
-       help="comma-separated extra origins allowed to open /ws (same host is always allowed)")
-define("stream_maxlen", default=int(os.environ.get("CHAT_STREAM_MAXLEN", RoomCaps.max_messages)),
-       type=int, help="messages kept per room (trimmed in batches of 100)")
-define("room_max_bytes", default=int(os.environ.get("CHAT_ROOM_MAX_BYTES", RoomCaps.max_bytes)),
-       type=int, help="bytes of names and texts kept per room (oldest trimmed first)")
-define("room_idle_days", default=int(os.environ.get("CHAT_ROOM_IDLE_DAYS",
-                                                    RoomCaps.idle_seconds // 86400)),
-       type=int, help="days without a message or join after which a room's history expires")
-define("rooms_per_day", default=int(os.environ.get("CHAT_ROOMS_PER_DAY",
-                                                   Allowance.rooms_per_day)),
-       type=int, help="new rooms one user may create per day, over all instances")
-define("max_logins_per_user",
-       default=int(os.environ.get("CHAT_MAX_LOGINS_PER_USER", DEFAULT_MAX_LOGINS_PER_USER)),
-       type=int, help="sessions one user may hold; a new login past it ends the oldest")
-define("max_text_chars", default=MAX_TEXT_CHARS, type=int, help="longest chat text")
-define("rate_limit", default=int(os.environ.get("CHAT_RATE_LIMIT", RateLimit.per_window)), type=int,
-       help="chat messages per user per 10 s, over all instances (0: no limit, for benchmarks)")
-define("rate_burst", default=int(os.environ.get("CHAT_RATE_BURST", RateLimit.burst)), type=int,
-       help="messages a user may send at once before the rate applies")
-define("max_rooms_per_socket", default=SocketLimits.max_rooms_per_socket, type=int,
-       help="rooms one WebSocket may join")
-define("max_sockets_per_login",
-       default=int(os.environ.get("CHAT_MAX_SOCKETS_PER_LOGIN",
-                                  SocketLimits.max_sockets_per_login)),
-       type=int, help="WebSockets one login (browser session) may hold open on one instance")
-define("slow_consumer_bytes", default=SocketLimits.slow_consumer_bytes, type=int,
-       help="unsent bytes after which a socket that stopped reading is cut off")
-define("max_frame_bytes", default=16 * 1024, type=int, help="largest WebSocket frame (close 1009)")
-define("session_check_interval",
-       default=float(os.environ.get("CHAT_SESSION_CHECK_SECONDS", SESSION_CHECK_SECONDS)),
-       type=float, help="seconds between checks that open sockets' sessions still exist")
-define("ping_interval", default=float(os.environ.get("CHAT_PING_INTERVAL", PING_INTERVAL_SECONDS)),
-       type=float, help="seconds between keep-alive pings (a peer answering none of two is closed)")
-define("drain_wait", default=3.0, type=float,
-       help="seconds between /healthz turning 503 and closing sockets (HAProxy: fall 2 x inter 1s)")
-define("drain_spread", default=3.0, type=float,
-       help="seconds over which draining sockets are closed with 1012")
-define("max_body_bytes", default=int(os.environ.get("CHAT_MAX_BODY_BYTES", MAX_BODY_BYTES)),
-       type=int, help="largest request body (forms only; larger: 400 before any handler runs)")
-define("trusted_proxies", default=os.environ.get("CHAT_TRUSTED_PROXIES", ""),
-       help="comma-separated addresses (a front door over TCP) whose X-Forwarded-For and "
-            "X-Forwarded-Proto are believed; the Unix socket's peer always is")
+def define_options(env: Mapping[str, str]) -> OptionParser:
+    """Every flag, its default from `env` where an operator sets it there (README:
+    Configuration). A parser of its own: nothing is read at import."""
+    parser = OptionParser()
+    define = parser.define
+    define("port", default=8001, type=int, help="port to listen on")
+    define("port_base", default=0, type=int,
+           help="with --instance-number: listen on port_base + instance_number (supervisord)")
+    define("instance_number", default=0, type=int, help="this process's number among N")
+    define("address", default="127.0.0.1", help="address to listen on")
+    define("unix_socket_dir", default="",
+           help="with --instance-number: also listen on chat-N.sock in this folder, for an "
+                "HAProxy on the same host (stack/settings.py names the same file)")
+    define("redis_url", default=env.get("CHAT_REDIS_URL", "redis://127.0.0.1:6380/0"),
+           help="Redis for sessions, history and fan-out (one server)")
+    define("redis_cluster", default=env.get("CHAT_REDIS_CLUSTER", ""),
+           help="seed nodes host:port,... of a Redis Cluster (instead of --redis-url)")
+    define("redis_sentinels", default=env.get("CHAT_REDIS_SENTINELS", ""),
+           help="Sentinels host:port,... watching the primary (instead of --redis-url)")
+    define("redis_sentinel_master", default=env.get("CHAT_REDIS_SENTINEL_MASTER",
+                                                           DEFAULT_SENTINEL_MASTER),
+           help="the primary's name at the Sentinels")
+    define("redis_wait_replicas", default=int(env.get("CHAT_REDIS_WAIT_REPLICAS", "0")),
+           type=int,
+           help="ack a message only once this many replicas hold it (WAIT; not on a Cluster)")
+    define("key_prefix", default=env.get("CHAT_KEY_PREFIX", ""),
+           help="prefix of every Redis key and channel (two deployments on one Redis)")
+    define("cookie_secret_file", default=env.get("CHAT_COOKIE_SECRET_FILE", ""),
+           help="file holding the cookie secret when CHAT_COOKIE_SECRET is not set")
+    define("session_idle_ttl", default=int(env.get("CHAT_SESSION_TTL",
+                                                          DEFAULT_IDLE_TTL_SECONDS)),
+           type=int, help="seconds of inactivity before a session ends")
+    define("allowed_origins", default=env.get("CHAT_ALLOWED_ORIGINS", ""),
+           help="comma-separated extra origins allowed to open /ws (same host is always allowed)")
+    define("stream_maxlen", default=int(env.get("CHAT_STREAM_MAXLEN", RoomCaps.max_messages)),
+           type=int, help="messages kept per room (trimmed in batches of 100)")
+    define("room_max_bytes", default=int(env.get("CHAT_ROOM_MAX_BYTES", RoomCaps.max_bytes)),
+           type=int, help="bytes of names and texts kept per room (oldest trimmed first)")
+    define("room_idle_days", default=int(env.get("CHAT_ROOM_IDLE_DAYS",
+                                                        RoomCaps.idle_seconds // 86400)),
+           type=int, help="days without a message or join after which a room's history expires")
+    define("rooms_per_day", default=int(env.get("CHAT_ROOMS_PER_DAY",
+                                                       Allowance.rooms_per_day)),
+           type=int, help="new rooms one user may create per day, over all instances")
+    define("max_logins_per_user",
+           default=int(env.get("CHAT_MAX_LOGINS_PER_USER", DEFAULT_MAX_LOGINS_PER_USER)),
+           type=int, help="sessions one user may hold; a new login past it ends the oldest")
+    define("max_text_chars", default=MAX_TEXT_CHARS, type=int, help="longest chat text")
+    define("rate_limit", default=int(env.get("CHAT_RATE_LIMIT", RateLimit.per_window)), type=int,
+           help="chat messages per user per 10 s, over all instances (0: no limit, for benchmarks)")
+    define("rate_burst", default=int(env.get("CHAT_RATE_BURST", RateLimit.burst)), type=int,
+           help="messages a user may send at once before the rate applies")
+    define("max_rooms_per_socket", default=SocketLimits.max_rooms_per_socket, type=int,
+           help="rooms one WebSocket may join")
+    define("max_sockets_per_login",
+           default=int(env.get("CHAT_MAX_SOCKETS_PER_LOGIN",
+                                      SocketLimits.max_sockets_per_login)),
+           type=int, help="WebSockets one login (browser session) may hold open on one instance")
+    define("slow_consumer_bytes", default=SocketLimits.slow_consumer_bytes, type=int,
+           help="unsent bytes after which a socket that stopped reading is cut off")
+    define("max_frame_bytes", default=16 * 1024, type=int,
+           help="largest WebSocket frame (close 1009)")
+    define("session_check_interval",
+           default=float(env.get("CHAT_SESSION_CHECK_SECONDS", SESSION_CHECK_SECONDS)),
+           type=float, help="seconds between checks that open sockets' sessions still exist")
+    define("ping_interval", default=float(env.get("CHAT_PING_INTERVAL", PING_INTERVAL_SECONDS)),
+           type=float,
+           help="seconds between keep-alive pings (a peer answering none of two is closed)")
+    define("drain_wait", default=3.0, type=float,
+           help="seconds between /healthz turning 503 and closing sockets "
+                "(HAProxy: fall 2 x inter 1s)")
+    define("drain_spread", default=3.0, type=float,
+           help="seconds over which draining sockets are closed with 1012")
+    define("max_body_bytes", default=int(env.get("CHAT_MAX_BODY_BYTES", MAX_BODY_BYTES)),
+           type=int, help="largest request body (forms only; larger: 400 before any handler runs)")
+    define("trusted_proxies", default=env.get("CHAT_TRUSTED_PROXIES", ""),
+           help="comma-separated addresses (a front door over TCP) whose X-Forwarded-For and "
+                "X-Forwarded-Proto are believed; the Unix socket's peer always is")
+    return parser
 
-def cookie_secret() -> str | None:
+
+def cookie_secret(options: OptionParser, env: Mapping[str, str]) -> str | None:
     """CHAT_COOKIE_SECRET, else the shared secret file the stack made once."""
-    secret = os.environ.get("CHAT_COOKIE_SECRET", "").strip()
+    secret = env.get("CHAT_COOKIE_SECRET", "").strip()
     if secret:
         return secret
     if options.cookie_secret_file:
@@ -134,6 +144,38 @@ def cookie_secret() -> str | None:
         if path.is_file():
             return path.read_text().strip() or None
     return None
+
+
+def config_from(options: OptionParser, instance: str, secret: str) -> Config:
+    """The parsed flags as the process's one configuration."""
+    idle_seconds = options.room_idle_days * 86400
+    return Config(
+        instance=instance,
+        cookie_secret=secret,
+        redis=RedisTarget(options.redis_url, options.redis_cluster, options.redis_sentinels,
+                          options.redis_sentinel_master),
+        wait_replicas=options.redis_wait_replicas,
+        key_prefix=options.key_prefix,
+        session_idle_ttl=options.session_idle_ttl,
+        max_logins_per_user=options.max_logins_per_user,
+        allowed_origins=frozenset(
+            o.strip() for o in options.allowed_origins.split(",") if o.strip()),
+        caps=RoomCaps(max_messages=options.stream_maxlen, max_bytes=options.room_max_bytes,
+                      idle_seconds=idle_seconds),
+        rate=RateLimit(per_window=options.rate_limit, burst=options.rate_burst),
+        allowance=Allowance(rooms_per_day=options.rooms_per_day,
+                            room_idle_seconds=idle_seconds),
+        limits=SocketLimits(
+            max_text_chars=options.max_text_chars,
+            max_rooms_per_socket=options.max_rooms_per_socket,
+            max_sockets_per_login=options.max_sockets_per_login,
+            slow_consumer_bytes=options.slow_consumer_bytes,
+        ),
+        session_check_interval=options.session_check_interval,
+        ping_interval=options.ping_interval,
+        drain_wait=options.drain_wait,
+        drain_spread=options.drain_spread,
+    )
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -148,36 +190,20 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-def make_app(
-    bus: ChatBus,
-    sessions: SessionStore,
-    secret: str,
-    instance: str,
-    draining: asyncio.Event,
-    **overrides: Any,
-) -> tornado.web.Application:
-    allowed = frozenset(o.strip() for o in options.allowed_origins.split(",") if o.strip())
+def make_app(process: ChatProcess, max_frame_bytes: int,
+             **overrides: Any) -> tornado.web.Application:
     settings: dict[str, Any] = {
-        "bus": bus,
-        "session_store": sessions,
-        "instance": instance,
-        "draining": draining,
-        "cookie_secret": secret,
+        "process": process,
+        "session_store": process.sessions,  # for sessions.SessionMixin
+        "cookie_secret": process.config.cookie_secret,
         "xsrf_cookies": True,
         "xsrf_cookie_kwargs": {"samesite": "Lax", "path": "/"},
         "template_path": str(HERE / "templates"),
         "static_path": str(HERE / "static"),
-        "allowed_origins": allowed,
-        "limits": SocketLimits(
-            max_text_chars=options.max_text_chars,
-            max_rooms_per_socket=options.max_rooms_per_socket,
-            max_sockets_per_login=options.max_sockets_per_login,
-            slow_consumer_bytes=options.slow_consumer_bytes,
-        ),
-        "websocket_max_message_size": options.max_frame_bytes,
-        # One keep-alive timer for all sockets instead of Tornado's per-socket pings.
+        "websocket_max_message_size": max_frame_bytes,
+        # One keep-alive timer for all sockets (runtime/keepalive.py) instead
+        # of Tornado's per-socket pings.
         "websocket_ping_interval": 0,
-        "keepalive": KeepAlive(options.ping_interval),
         "log_function": _log_request,
     }
     settings.update(overrides)
@@ -200,68 +226,40 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-async def main() -> None:
+async def main(argv: list[str], env: Mapping[str, str]) -> None:
     internals.check()  # a Tornado without what internals/ relies on stops here, loudly
     # Before anything asks for IOLoop.current(): this one becomes it.
     DeferredReadRemovalLoop()
-    parse_command_line()
-    secret = cookie_secret()
+    options = define_options(env)
+    options.parse_command_line(argv)
+    secret = cookie_secret(options, env)
     if not secret:
         sys.exit("chat_server: no cookie secret: set CHAT_COOKIE_SECRET or --cookie-secret-file")
     port = options.port_base + options.instance_number if options.port_base else options.port
-    instance = f"{socket.gethostname()}:{port}"
-
-    target = RedisTarget(options.redis_url, options.redis_cluster, options.redis_sentinels,
-                         options.redis_sentinel_master)
-    topology = open_topology(target)
-    keys = Keys(options.key_prefix, sharded=topology.sharded)
-    rate = RateLimit(per_window=options.rate_limit, burst=options.rate_burst)
-    idle_seconds = options.room_idle_days * 86400
-    caps = RoomCaps(max_messages=options.stream_maxlen, max_bytes=options.room_max_bytes,
-                    idle_seconds=idle_seconds)
-    allowance = Allowance(rooms_per_day=options.rooms_per_day, room_idle_seconds=idle_seconds)
-    bus = ChatBus(topology, instance, keys, caps, rate, options.redis_wait_replicas,
-                  allowance=allowance)
-    sessions = SessionStore(topology, options.key_prefix, options.session_idle_ttl,
-                            options.max_logins_per_user)
-    draining = asyncio.Event()
-    app = make_app(bus, sessions, secret, instance, draining)
+    config = config_from(options, f"{socket.gethostname()}:{port}", secret)
+    process = ChatProcess(config, open_topology(config.redis))
+    app = make_app(process, options.max_frame_bytes)
     tune_gc()
 
-    await bus.start()
-    watcher = asyncio.create_task(watch_sessions(sessions, options.session_check_interval))
-    pinger = asyncio.create_task(app.settings["keepalive"].run(), name="keepalive")
+    await process.start()
     server = front_door_server(app, trusted_addresses(options.trusted_proxies),
                                options.max_body_bytes)
     server.listen(port, options.address, backlog=LISTEN_BACKLOG)
     if options.unix_socket_dir and options.instance_number:
-        # HAProxy on this host talks to us here: a Unix socket costs the sender
-        # about 3 µs a frame where loopback TCP costs 7.6 (bench/micro.py).
+        # HAProxy on this host talks to us here, cheaper than loopback TCP
+        # (README: Running N processes).
         path = os.path.join(options.unix_socket_dir, f"chat-{options.instance_number}.sock")
         server.add_socket(bind_unix_socket(path, mode=0o600, backlog=LISTEN_BACKLOG))
-    log.info("instance %s listening on %s:%d, Redis: %s", instance, options.address, port,
-             target.describe())
+    log.info("instance %s listening on %s:%d, Redis: %s", config.instance, options.address,
+             port, config.redis.describe())
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-
-    # Planned stop: fail health checks so HAProxy sends nobody new, then hand
-    # the open sockets back spread out over a few seconds (close 1012).
-    log.info("draining: /healthz is 503 now")
-    draining.set()
-    await asyncio.sleep(options.drain_wait)
-    await close_all_draining(options.drain_spread)
-    await wait_detached(DETACH_WAIT_SECONDS)
-    server.stop()
-    watcher.cancel()
-    pinger.cancel()
-    await bus.stop()
-    await topology.aclose()
-    log.info("instance %s stopped", instance)
+    await process.drain(server.stop)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv, os.environ))

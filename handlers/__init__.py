@@ -6,12 +6,7 @@ from typing import Any
 
 from handlers.health import HealthHandler, MetricsHandler
 from handlers.pages import LoginHandler, LogoutHandler, MainHandler, SessionHandler
-from handlers.socket import (
-    ChatSocketHandler,
-    close_all_draining,
-    wait_detached,
-    watch_sessions,
-)
+from handlers.socket import ChatSocketHandler
 
 ROUTES: list[tuple[str, Any]] = [
     (r"/", MainHandler),
@@ -23,4 +18,4 @@ ROUTES: list[tuple[str, Any]] = [
     (r"/ws", ChatSocketHandler),
 ]
 
-__all__ = ["ROUTES", "close_all_draining", "wait_detached", "watch_sessions"]
+__all__ = ["ROUTES"]

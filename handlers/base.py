@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
 from redis.exceptions import OutOfMemoryError, RedisError
@@ -12,6 +12,9 @@ from redis.exceptions import OutOfMemoryError, RedisError
 import metrics
 from pubsub import ChatBus
 from sessions import SessionMixin
+
+if TYPE_CHECKING:  # the process owns the handlers' app; imported for types only
+    from runtime.process import ChatProcess
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +63,17 @@ class BaseHandler(SessionMixin, tornado.web.RequestHandler):
         await self.load_session()
 
     @property
+    def process(self) -> ChatProcess:
+        process: ChatProcess = self.settings["process"]
+        return process
+
+    @property
     def bus(self) -> ChatBus:
-        bus: ChatBus = self.settings["bus"]
-        return bus
+        return self.process.bus
 
     @property
     def instance(self) -> str:
-        return str(self.settings["instance"])
+        return self.process.instance
 
     def log_exception(
         self,

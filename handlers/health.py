@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import metrics
-from pubsub import ChatBus
+
+if TYPE_CHECKING:  # the process owns the handlers' app; imported for types only
+    from runtime.process import ChatProcess
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -14,12 +18,12 @@ class HealthHandler(tornado.web.RequestHandler):
 
     async def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
-        bus: ChatBus = self.settings["bus"]
-        if self.settings["draining"].is_set():
+        process: ChatProcess = self.settings["process"]
+        if process.draining.is_set():
             self.set_status(503)
             self.finish("draining\n")
             return
-        trouble = await bus.trouble()
+        trouble = await process.bus.trouble()
         if trouble is not None:
             self.set_status(503)
             self.finish(trouble + "\n")

@@ -6,8 +6,7 @@ import asyncio
 import logging
 import time
 import urllib.parse
-from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
 import tornado.websocket
@@ -26,12 +25,15 @@ from handlers.frames import (
     message_id,
     parse_frame,
 )
-from handlers.keepalive import PING_FRAME, PINGS_UNANSWERED_BEFORE_CLOSE, KeepAlive
 from handlers.limits import SocketLimits
 from internals.handshake import forget_handshake
 from internals.wire import wire_frame, write_now
 from pubsub import ChatBus, Refused, frame
-from sessions import SessionMixin, SessionStore
+from runtime.keepalive import PING_FRAME, PINGS_UNANSWERED_BEFORE_CLOSE
+from sessions import SessionMixin
+
+if TYPE_CHECKING:  # the process owns the handlers' app; imported for types only
+    from runtime.process import ChatProcess
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,6 @@ HISTORY_PER_SECOND = 2.0
 DRAIN_TIMEOUT_SECONDS = 30.0
 # A typing notice per user and room at most this often; more are dropped.
 TYPING_MIN_INTERVAL_SECONDS = 3.0
-# Logins asked about per pipelined batch in the periodic session check.
-SESSION_CHECK_BATCH = 500
 
 FRAMES_IN = metrics.counter("chat_frames_in_total", "Frames received from clients")
 FRAMES_REFUSED = metrics.counter("chat_frames_refused_total", "Client frames answered with error")
@@ -65,16 +65,13 @@ SLOW_CONSUMERS = metrics.counter(
     "chat_slow_consumers_total", "Sockets cut off because they stopped reading"
 )
 ABUSERS = metrics.counter("chat_abuse_closes_total", "Sockets closed with 1008 for abuse")
+HELLO_ROOMS_LOST = metrics.counter(
+    "chat_hello_rooms_unavailable_total", "hello frames sent without the login's rooms (Redis)"
+)
 FRAME_FAILURES = metrics.counter(
     "chat_frame_failures_total", "Client frames whose handling failed unexpectedly (a bug)"
 )
 
-OPEN_SOCKETS: set[ChatSocketHandler] = set()
-# Counted per login, not per user: whoever holds one login (a stolen cookie,
-# a script) can fill only that login's sockets, never lock the user's other
-# devices out. Logins per user are bounded by the session store.
-SOCKETS_BY_LOGIN: Counter[str] = Counter()
-metrics.gauge("chat_open_sockets", "WebSockets open on this instance", lambda: len(OPEN_SOCKETS))
 
 
 class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
@@ -110,7 +107,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         origin = self.request.headers.get("Origin")
         if origin is not None and not self.check_origin(origin):
             raise tornado.web.HTTPError(403)
-        if self.settings["draining"].is_set():
+        if self.process.draining.is_set():
             raise tornado.web.HTTPError(503)  # would only be closed again: go elsewhere
         try:
             await self.load_session()
@@ -125,7 +122,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
 
     def check_origin(self, origin: str) -> bool:
         """Same site (Origin's host:port is the Host we were asked for) or listed exactly."""
-        allowed: frozenset[str] = self.settings["allowed_origins"]
+        allowed = self.process.config.allowed_origins
         if origin in allowed:
             return True
         host = self.request.headers.get("Host", "").lower()
@@ -136,45 +133,47 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         return None
 
     @property
+    def process(self) -> ChatProcess:
+        process: ChatProcess = self.settings["process"]
+        return process
+
+    @property
     def bus(self) -> ChatBus:
-        bus: ChatBus = self.settings["bus"]
-        return bus
+        return self.process.bus
 
     @property
     def limits(self) -> SocketLimits:
-        limits: SocketLimits = self.settings["limits"]
-        return limits
+        return self.process.config.limits
 
     async def open(self, *args: str, **kwargs: str) -> None:
-        if SOCKETS_BY_LOGIN[self.login_id] >= self.limits.max_sockets_per_login:
+        self.active = False
+        if not self.process.sockets.admit(self):
             self.close(CLOSE_POLICY, "too many connections for this login")
             return
-        SOCKETS_BY_LOGIN[self.login_id] += 1
-        OPEN_SOCKETS.add(self)
         self.last_typing = {}
         self.history_tokens, self.history_at = HISTORY_BURST, time.monotonic()
-        self.active = False
         self.answered = True  # the last keep-alive ping (none yet)
         self.unanswered = 0
-        keepalive: KeepAlive | None = self.settings.get("keepalive")
-        if keepalive is not None:
-            keepalive.add(self)
+        self.process.keepalive.add(self)
         stream = self._stream()
         if stream is not None:
             stream.max_write_buffer_size = self.limits.slow_consumer_bytes
-        self.bus.attach(self)
-        # Asked after attach: a logout that ended this login while the upgrade
-        # ran was broadcast before we could hear it, so look for ourselves.
+        # Asked after registering: a logout that ended this login while the
+        # upgrade ran was broadcast before we could hear it, so look for ourselves.
         try:
             alive, rooms = await self.session_store.login_state(self.login_id)
-        except (RedisError, OSError):
+        except (RedisError, OSError) as error:
+            # The client gets no rooms to rejoin and must be told nothing is
+            # wrong with it: say so here, count it.
+            HELLO_ROOMS_LOST.inc()
+            log.warning("hello without the login's rooms: Redis %s", type(error).__name__)
             alive, rooms = True, []
         if not alive:
             self.end_session()
             return
         # `rooms`: the rooms this login had joined besides the lobby, for the
         # client to join again after a refresh.
-        self.send_frame(frame("hello", user=self.user, instance=self.settings["instance"],
+        self.send_frame(frame("hello", user=self.user, instance=self.process.instance,
                               rooms=[r for r in rooms if r != LOBBY]))
         # `/ws?after=ID` resumes the lobby from ID, like a join frame's `after`,
         # so a reconnecting client gets the lobby gap-free without a second join.
@@ -190,7 +189,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             self._refuse("unavailable", "could not join the lobby; try again")
 
     def ping_due(self) -> bool:
-        """Keep-alive (handlers/keepalive.py): ping, or close a peer that never answered."""
+        """Keep-alive (runtime/keepalive.py): ping, or close a peer that never answered."""
         conn = self.ws_connection
         if conn is None or conn.is_closing():
             return False
@@ -371,57 +370,9 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     def end_session(self) -> None:
         self.close(CLOSE_SESSION_ENDED, "session ended")
 
+    def close_draining(self) -> None:
+        self.close(CLOSE_DRAINING, "instance draining")
+
     def on_close(self) -> None:
-        if self not in OPEN_SOCKETS:
-            return
-        OPEN_SOCKETS.discard(self)
-        SOCKETS_BY_LOGIN[self.login_id] -= 1
-        if SOCKETS_BY_LOGIN[self.login_id] <= 0:
-            del SOCKETS_BY_LOGIN[self.login_id]
-        task = asyncio.get_running_loop().create_task(self.bus.detach(self))
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
-
-
-async def watch_sessions(store: SessionStore, interval: float) -> None:
-    """Every `interval`, close the sockets whose login's session has ended (idle expiry)."""
-    while True:
-        await asyncio.sleep(interval)
-        by_login: dict[str, list[ChatSocketHandler]] = {}
-        for sock in OPEN_SOCKETS:
-            if sock.login_id:
-                by_login.setdefault(sock.login_id, []).append(sock)
-        logins = list(by_login)
-        try:
-            for start in range(0, len(logins), SESSION_CHECK_BATCH):
-                batch = logins[start:start + SESSION_CHECK_BATCH]
-                alive = await store.logins_alive(
-                    {login_id: any(s.active for s in by_login[login_id]) for login_id in batch})
-                for login_id in batch:
-                    for sock in by_login[login_id]:
-                        sock.active = False
-                        if not alive[login_id]:
-                            sock.end_session()
-        except (RedisError, OSError):
-            log.warning("session check skipped: Redis unavailable")
-
-
-# Detach tasks are kept referenced until done (asyncio holds tasks weakly).
-_BACKGROUND: set[asyncio.Task[None]] = set()
-
-
-async def wait_detached(timeout: float) -> None:
-    """Let closed sockets finish leaving their rooms (presence) before the process exits."""
-    if _BACKGROUND:
-        await asyncio.wait(set(_BACKGROUND), timeout=timeout)
-
-
-async def close_all_draining(spread_seconds: float) -> None:
-    """Close every socket with 1012, spread evenly so clients do not return in one burst."""
-    sockets = list(OPEN_SOCKETS)
-    if not sockets:
-        return
-    pause = spread_seconds / len(sockets)
-    for socket in sockets:
-        socket.close(CLOSE_DRAINING, "instance draining")
-        await asyncio.sleep(pause)
+        # Symmetric with open: unregister, and leave its rooms in the background.
+        self.process.sockets.remove(self, lambda: self.bus.detach(self))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from typing import Protocol
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -44,15 +44,6 @@ REPLAY_MAX_MESSAGES = 1000
 REPLAY_CHUNK_CHARS = 32 * 1024
 
 
-class Socket(Member, Protocol):
-    """A member that belongs to a login and can be told that login ended."""
-
-    login_id: str
-
-    def end_session(self) -> None:
-        """Close the socket because its session ended (close code 4401)."""
-
-
 class ChatBus:
     """Everything a process needs from Redis to chat, behind one small interface."""
 
@@ -65,8 +56,13 @@ class ChatBus:
         rate: RateLimit | None = None,
         wait_replicas: int = 0,
         allowance: Allowance | None = None,
+        on_login_ended: Callable[[str], None] | None = None,
     ) -> None:
-        """`keys.sharded` must match the topology's (shard channels on a Cluster)."""
+        """`keys.sharded` must match the topology's (shard channels on a Cluster).
+
+        `on_login_ended(login)`: a login ended (logout, pushed out) on some
+        instance; close its sockets here.
+        """
         self.topology = topology
         redis = self.redis = topology.client
         self.keys = keys or Keys(sharded=topology.sharded)
@@ -78,7 +74,7 @@ class ChatBus:
         self.presence = Presence(redis, self.keys, instance)
         self.fanout = Fanout()
         self.repairs = Repairs(self.history, self.fanout, REDIS_ERRORS.inc)
-        self.sockets: set[Socket] = set()
+        self.on_login_ended = on_login_ended or (lambda login: None)
         # How many local sockets each (room, user) has: presence changes on 0 <-> 1.
         self._local: Counter[tuple[str, str]] = Counter()
         self._rooms_by_channel: dict[bytes, str] = {}
@@ -113,27 +109,26 @@ class ChatBus:
         self.subscriber.start()
         self._refresher = asyncio.create_task(self._refresh_presence(), name="presence")
 
-    async def stop(self) -> None:
-        """Stop the background work, each part waited for a bounded time."""
+    async def stop(self, timeout: float = STOP_WAIT_SECONDS) -> None:
+        """Stop the background work; all of it within `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         self._stopped = True  # ends the refresh loop even if its cancellation is lost
         if self._refresher is not None:
             self._refresher.cancel()
-            _, stuck = await asyncio.wait({self._refresher}, timeout=STOP_WAIT_SECONDS)
+            _, stuck = await asyncio.wait({self._refresher}, timeout=timeout / 4)
             if stuck:
-                log.error("presence refresh did not stop within %.0fs", STOP_WAIT_SECONDS)
-        await self.subscriber.stop()
-        await self.repairs.stop()
+                log.error("presence refresh did not stop in time")
+        await self.repairs.stop(timeout=max(0.0, (deadline - loop.time()) / 3))
+        await self.subscriber.stop(timeout=max(0.0, deadline - loop.time()))
 
     # -- sockets ---------------------------------------------------------
 
-    def attach(self, socket: Socket) -> None:
-        self.sockets.add(socket)
-
-    async def detach(self, socket: Socket) -> None:
-        """The socket closed: leave its rooms, keeping its user present for a grace period."""
-        self.sockets.discard(socket)
-        for room in self.fanout.rooms_of(socket):
-            await self.leave(socket, room, on_purpose=False)
+    async def detach(self, member: Member) -> None:
+        """The member's socket closed: leave its rooms, keeping its user present
+        for a grace period (a reconnect announces nothing)."""
+        for room in self.fanout.rooms_of(member):
+            await self.leave(member, room, on_purpose=False)
 
     async def end_login(self, login_id: str) -> None:
         """Close every socket of this login on every instance."""
@@ -283,9 +278,9 @@ class ChatBus:
         self.fanout.deliver(room, payload)
 
     def _on_control(self, payload: dict[str, object]) -> None:
-        if payload.get("t") == "end":
-            for socket in [s for s in self.sockets if s.login_id == payload.get("login")]:
-                socket.end_session()
+        login = payload.get("login")
+        if payload.get("t") == "end" and isinstance(login, str):
+            self.on_login_ended(login)
 
     def _resubscribed(self, channel: bytes) -> None:
         room = self._rooms_by_channel.get(channel)

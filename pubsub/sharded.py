@@ -19,7 +19,6 @@ every resubscription, however it happens, goes through the one repair path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from redis.asyncio import Redis
@@ -76,12 +75,14 @@ class ShardedSubscriber:
         self._changed.set()  # route the standing channels
         self._task = asyncio.create_task(self._follow_slot_map(), name="shard-router")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop following the slot map and every node's subscriber, within `timeout`."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await asyncio.gather(*(sub.stop() for sub in self.nodes.values()))
+            _, stuck = await asyncio.wait({self._task}, timeout=timeout / 4)
+            if stuck:
+                log.error("slot-map follower did not stop in time")
+        await asyncio.gather(*(sub.stop(timeout * 3 / 4) for sub in self.nodes.values()))
         self.nodes.clear()
 
     async def subscribe(self, channel: str) -> None:

@@ -107,22 +107,24 @@ class Subscriber:
             asyncio.create_task(self._send_canaries(), name="canary"),
         ]
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 2 * STOP_WAIT_SECONDS) -> None:
+        """Cancel the reader and canary and close the connection, within `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            done, stuck = await asyncio.wait(self._tasks, timeout=STOP_WAIT_SECONDS)
+            done, stuck = await asyncio.wait(self._tasks, timeout=max(0.0, timeout / 2))
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("subscriber task %s had failed", task.get_name(),
                               exc_info=task.exception())
             for task in stuck:
-                log.error("subscriber task %s did not stop within %.0fs",
-                          task.get_name(), STOP_WAIT_SECONDS)
+                log.error("subscriber task %s did not stop in time", task.get_name())
         try:
-            await asyncio.wait_for(self._close_pubsub(), STOP_WAIT_SECONDS)
+            await asyncio.wait_for(self._close_pubsub(), max(0.01, deadline - loop.time()))
         except TimeoutError:
-            log.error("subscriber connection did not close within %.0fs", STOP_WAIT_SECONDS)
+            log.error("subscriber connection did not close in time")
 
     async def subscribe(self, channel: str) -> None:
         """Subscribe (if needed) and return once Redis has confirmed it."""

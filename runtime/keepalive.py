@@ -24,7 +24,7 @@ PINGS_UNANSWERED_BEFORE_CLOSE = 2
 
 class Pingable(Protocol):
     def ping_due(self) -> bool:
-        """Ping now; False if the socket is gone or never answered the last ping."""
+        """Ping now; False if the socket is gone, or was closed for two unanswered pings."""
 
 
 class KeepAlive:
