@@ -213,11 +213,9 @@ def make_app(process: ChatProcess, max_frame_bytes: int,
 
 
 # The garbage collector, tuned for a process holding thousands of sockets for
-# hours. With the default young threshold (700) a handshake's short-lived
-# objects were caught alive and promoted, and promotions set off full
-# collections of the whole heap: 20 of 0.2-0.4 s each while one process took
-# 5,000 sockets, and one per session-check pass after that. A larger young
-# generation lets them die young first (bench/idle.py, numbers in README).
+# hours: with the default young threshold (700) a handshake's short-lived
+# objects got promoted and set off full collections of the whole heap; a
+# larger young generation lets them die young (README: Performance, idle).
 GC_YOUNG_THRESHOLD = 50_000
 
 

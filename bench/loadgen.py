@@ -7,7 +7,7 @@ that say how to log in, join and say something:
 
 - chatfleet: `POST /login` through HAProxy (pinned to instance i mod N by
   HAProxy's `chatfleet_server` cookie), then `/ws` with the `jsessionid`
-  cookie; JSON frames (PROTOCOL.md).
+  cookie; JSON frames (docs/protocol.md).
 - socketio: Engine.IO v4 over the websocket transport only
   (`/socket.io/?EIO=4&transport=websocket`): `0{..}` open, `40{"user":..}`
   connect with the name as auth, `40{"sid":..}`, `2` ping answered `3`,

@@ -128,7 +128,7 @@ def fanout_row(args: argparse.Namespace) -> Row:
     fanout = Fanout()
     for i in range(args.members):
         member = NullMember(f"u{i}")
-        cursor, _ = fanout.add(member, ROOM)
+        cursor = fanout.add(member, ROOM)
         fanout.finish_replay(member, cursor)
     rounds = max(1, args.iterations // args.members)
     seq = iter(range(1, rounds * REPEATS + 1))

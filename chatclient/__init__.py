@@ -1,4 +1,4 @@
-"""A small client of chatfleet's wire protocol (PROTOCOL.md), for tests and bench tools.
+"""A small client of chatfleet's wire protocol (docs/protocol.md), for tests and bench tools.
 
 It speaks to the server only as a browser would: HTTP with a cookie jar, the
 login form with its XSRF token, and the JSON WebSocket. The product never

@@ -19,7 +19,7 @@ DEFAULT_TIMEOUT = 20.0
 
 
 class SocketClosed(Exception):
-    """The server closed the WebSocket; `code` says why (PROTOCOL.md close codes)."""
+    """The server closed the WebSocket; `code` says why (docs/protocol.md close codes)."""
 
     def __init__(self, code: int | None, reason: str | None) -> None:
         super().__init__(f"closed with {code}: {reason}")

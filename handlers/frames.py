@@ -1,4 +1,4 @@
-"""Client frames: parse and check one WebSocket text frame (PROTOCOL.md)."""
+"""Client frames: parse and check one WebSocket text frame (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from handlers.names import NAME_RULE, is_valid_name
 from pubsub import StreamId, parse_id
 
-# PROTOCOL.md defaults.
+# docs/protocol.md defaults.
 MAX_TEXT_CHARS = 4000
 MAX_CID_CHARS = 64
 # A history page: what a scroll-up asks for by default, and the most it may.

@@ -9,7 +9,7 @@ from handlers.frames import MAX_TEXT_CHARS
 
 @dataclass(frozen=True)
 class SocketLimits:
-    # PROTOCOL.md: longer text gets `error too_large`, the socket stays open.
+    # docs/protocol.md: longer text gets `error too_large`, the socket stays open.
     max_text_chars: int = MAX_TEXT_CHARS
     # One socket following more rooms than a person can read is a scraper.
     max_rooms_per_socket: int = 20

@@ -1,4 +1,4 @@
-"""Rules for the names people type: user names and room names (PROTOCOL.md)."""
+"""Rules for the names people type: user names and room names (docs/protocol.md)."""
 
 from __future__ import annotations
 

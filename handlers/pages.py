@@ -1,4 +1,4 @@
-"""The pages and the login, logout and session endpoints (PROTOCOL.md: HTTP)."""
+"""The pages and the login, logout and session endpoints (docs/protocol.md: HTTP)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The chat WebSocket: one per browser tab, speaking PROTOCOL.md's frames."""
+"""The chat WebSocket: one per browser tab, speaking docs/protocol.md's frames."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from handlers.limits import SocketLimits
 from internals.handshake import forget_handshake
 from internals.wire import wire_frame, write_now
 from pubsub import ChatBus, Refused, frame
+from pubsub.publish import NotReplicated
 from runtime.keepalive import PING_FRAME, PINGS_UNANSWERED_BEFORE_CLOSE
 from sessions import SessionMixin
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 LOBBY = "lobby"
 
-# Close codes (PROTOCOL.md).
+# Close codes (docs/protocol.md).
 CLOSE_POLICY = 1008
 CLOSE_GOING_AWAY = 1001
 CLOSE_DRAINING = 1012
@@ -233,6 +234,12 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         except OutOfMemoryError:
             REDIS_FULL.inc()
             self._refuse("unavailable", "nothing was stored; resend later with the same cid")
+        except NotReplicated:
+            # Stored and published, but fewer replicas than asked hold it yet:
+            # a failover now could lose it. A resend with the same cid is not
+            # stored twice; it is acked once the replicas confirm.
+            self._refuse("unconfirmed", "stored, but not yet on enough replicas; "
+                                        "resend with the same cid")
         except (RedisError, OSError, TimeoutError):
             self._refuse("unavailable", "nothing was stored; resend later with the same cid")
         except Exception as error:  # noqa: BLE001 - the boundary between a client and the process
@@ -246,7 +253,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     async def _join(self, join: Join) -> None:
         if not await self._session_alive():
             return
-        rooms = self.bus.fanout.rooms_of(self)
+        rooms = self.bus.rooms_of(self)
         if join.room not in rooms and len(rooms) >= self.limits.max_rooms_per_socket:
             raise FrameError(
                 "bad_room", f"at most {self.limits.max_rooms_per_socket} rooms per connection"
@@ -266,7 +273,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         if self.history_tokens < 1:
             raise FrameError("rate_limited", "too many history requests; wait a moment")
         self.history_tokens -= 1
-        page, more = await self.bus.history.before(request.room, request.before, request.limit)
+        page, more = await self.bus.history_page(request.room, request.before, request.limit)
         # A page of long messages is kept under HISTORY_FRAME_MAX_CHARS: the
         # newest of it (the client pages on backwards from its oldest id).
         kept, size = 0, 0

@@ -54,7 +54,7 @@ return 1
 
 
 class Refused(Exception):
-    """The user may not do this now; `code` is the PROTOCOL.md error code."""
+    """The user may not do this now; `code` is the docs/protocol.md error code."""
 
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)

@@ -151,7 +151,7 @@ class ChatBus:
         if not self.fanout.is_member(member, room):
             self._local[key] += 1
             first_of_user = self._local[key] == 1
-        cursor, _ = self.fanout.add(member, room)
+        cursor = self.fanout.add(member, room)
         # A (re)join restarts the member's view of the room from `after`.
         cursor.last = after if after is not None else ZERO_ID
         channel = self.keys.channel(room)
@@ -235,6 +235,17 @@ class ChatBus:
 
     def is_member(self, member: Member, room: str) -> bool:
         return self.fanout.is_member(member, room)
+
+    def rooms_of(self, member: Member) -> list[str]:
+        """The rooms `member` is in on this process."""
+        return self.fanout.rooms_of(member)
+
+    async def history_page(
+        self, room: str, before: StreamId | None, limit: int
+    ) -> tuple[list[Entry], bool]:
+        """Up to `limit` messages older than `before` (or the newest), oldest
+        first, and whether older ones remain."""
+        return await self.history.before(room, before, limit)
 
     async def admit_join(self, user: str, room: str) -> None:
         """Count a join against the user's shared allowance; admission.Refused past it."""

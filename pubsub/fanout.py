@@ -62,23 +62,30 @@ class Fanout:
 
     def __init__(self) -> None:
         self.rooms: dict[str, dict[Member, Cursor]] = {}
+        # The reverse index: a closing socket leaves its rooms without a scan of all.
+        self._rooms_of: dict[Member, set[str]] = {}
 
-    def add(self, member: Member, room: str) -> tuple[Cursor, bool]:
-        """Start buffering live messages for `member`; True if the room is new here."""
+    def add(self, member: Member, room: str) -> Cursor:
+        """Start buffering live messages of `room` for `member`; its cursor."""
         members = self.rooms.setdefault(room, {})
-        first = not members
         cursor = members.get(member)
         if cursor is None:
             cursor = members[member] = Cursor()
+            self._rooms_of.setdefault(member, set()).add(room)
         else:
             cursor.pending, cursor.pending_chars, cursor.overflowed = [], 0, False
-        return cursor, first
+        return cursor
 
     def remove(self, member: Member, room: str) -> bool:
         """Forget `member` in `room`; True when it was the room's last local member."""
         members = self.rooms.get(room)
         if members is None or members.pop(member, None) is None:
             return False
+        rooms = self._rooms_of.get(member)
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._rooms_of[member]
         if members:
             return False
         del self.rooms[room]
@@ -87,11 +94,8 @@ class Fanout:
     def is_member(self, member: Member, room: str) -> bool:
         return member in self.rooms.get(room, ())
 
-    def local_users(self, room: str) -> set[str]:
-        return {member.user for member in self.rooms.get(room, ())}
-
     def rooms_of(self, member: Member) -> list[str]:
-        return [room for room, members in self.rooms.items() if member in members]
+        return sorted(self._rooms_of.get(member, ()))
 
     def finish_replay(self, member: Member, cursor: Cursor) -> None:
         """Replay is done: send what arrived live meanwhile and go live."""

@@ -10,7 +10,7 @@ from pubsub.codec import ZERO_ID, StreamId, as_str, chat_frame, format_id, parse
 from pubsub.keys import Keys
 from redisconn import RedisClient
 
-# PROTOCOL.md: a join without `after` gets the room's most recent messages, up to 50.
+# docs/protocol.md: a join without `after` gets the room's most recent messages, up to 50.
 RECENT_ON_JOIN = 50
 
 # Replays read the stream in pages (at most ~400 KB of the longest messages,

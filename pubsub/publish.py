@@ -22,7 +22,7 @@ DEFAULT_ROOM_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_ROOM_IDLE_SECONDS = 365 * 24 * 3600
 TRIM_SLACK = 100
 
-# PROTOCOL.md: a resend with the same cid within 10 minutes is acknowledged
+# docs/protocol.md: a resend with the same cid within 10 minutes is acknowledged
 # again and not published twice.
 CID_DEDUPE_SECONDS = 600
 
@@ -36,7 +36,7 @@ STRIKE_WINDOW_SECONDS = 60
 class RateLimit:
     """A token bucket per user, kept in Redis so every instance shares it.
 
-    PROTOCOL.md: 20 chat frames per user per 10 s, short bursts allowed. The
+    docs/protocol.md: 20 chat frames per user per 10 s, short bursts allowed. The
     bucket refills `per_window / window_seconds` tokens a second and holds at
     most `burst`. `per_window = 0` switches the limit off (benchmarks).
     """
@@ -137,7 +137,8 @@ redis.call('EXPIRE', KEYS[4], ARGV[10])
 return {id, 0}
 """
 
-PUBLISHED, REPEAT, RATE_LIMITED = 0, 1, 2
+# The script's status codes (0 is a message published now).
+REPEAT, RATE_LIMITED = 1, 2
 
 
 @dataclass(frozen=True)

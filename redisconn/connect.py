@@ -25,11 +25,8 @@ SOCKET_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 2.0
 # When a dead instance's users all arrive here at once, requests queue for
 # one of a hundred pooled connections, for up to ten seconds, instead of
-# failing with 503 (and a client backing off). Measured with 2,000 displaced
-# clients (bench/storm): 1,000 connections and a 2 s wait gave 600-700 503s
-# and 12 s until all were back (the event loop, not Redis, holds a reply
-# that long); 100 and 10 s gave none and 9-11 s. A Redis that is down
-# refuses connections and still fails at once.
+# failing with 503 (README: Performance, reconnect storm, has the figures).
+# A Redis that is down refuses connections and still fails at once.
 MAX_CONNECTIONS = 100
 POOL_WAIT_SECONDS = 10.0
 # Health checks come one at a time per HAProxy; two leave room for a second one.
@@ -39,8 +36,8 @@ PROBE_CONNECTIONS = 2
 CLUSTER_ATTEMPTS = 6
 DEFAULT_SENTINEL_MASTER = "chatfleet"
 # What each connection tells Redis (CLIENT SETINFO), built once: left to
-# redis-py, every new connection looks the package version up again, which
-# was 7% of a survivor's CPU while it opened connections for a reconnect storm.
+# redis-py, every new connection looks the package version up again, a
+# visible share of a survivor's CPU in a reconnect storm (README: Performance).
 DRIVER_INFO = DriverInfo()
 
 

@@ -111,9 +111,6 @@ class SessionStore:
         data = msgpack.unpackb(raw)
         return data if isinstance(data, dict) else None
 
-    async def save(self, session_id: str, data: SessionData) -> None:
-        await self.redis.set(self.key(session_id), msgpack.packb(data), ex=self.idle_ttl)
-
     async def regenerate(
         self, old_id: str | None, data: SessionData, continues: bool = False
     ) -> str | None:
@@ -248,9 +245,9 @@ class SessionStore:
     async def remove_room(self, login_id: str, room: str) -> None:
         await self.redis.srem(self.rooms_key(login_id), room)
 
-    async def login_alive(self, login_id: str, touch: bool = False) -> bool:
-        """Whether the login's current session still exists; `touch` slides its expiry."""
-        return (await self.logins_alive({login_id: touch}))[login_id]
+    async def login_alive(self, login_id: str) -> bool:
+        """Whether the login's current session still exists."""
+        return (await self.logins_alive({login_id: False}))[login_id]
 
     async def logins_alive(self, touches: dict[str, bool]) -> dict[str, bool]:
         """`login_alive` for many logins at once: {login: touch} -> {login: alive}.

@@ -17,7 +17,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 # The longest path a Unix socket may have (sun_path), with room for the name.
 UNIX_PATH_LIMIT = 100
 
-# PROTOCOL.md: N defaults to the number of cores, at least 2, so there is
+# docs/protocol.md: N defaults to the number of cores, at least 2, so there is
 # always another process to fail over to.
 MIN_INSTANCES = 2
 

@@ -46,7 +46,7 @@ __all__ = ["browser", "open_user"]  # fixtures, imported for pytest to find
 pytestmark = pytest.mark.browser
 
 LOBBY = "lobby"
-HISTORY_ON_JOIN = 50  # PROTOCOL.md: a join without `after` replays the last 50
+HISTORY_ON_JOIN = 50  # docs/protocol.md: a join without `after` replays the last 50
 # A closed socket's user stays present for a 10 s reconnect grace, then the next
 # presence sweep (every 5 s) announces `left`.
 GRACE_LEFT_TIMEOUT_MS = 40_000

@@ -1,4 +1,4 @@
-"""Client frame parsing: every refusal names the right code (PROTOCOL.md)."""
+"""Client frame parsing: every refusal names the right code (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -403,3 +403,22 @@ async def test_history_requests_are_paced_per_socket(stack: Stack) -> None:
     assert len(answers) - len(refused) >= 10  # the burst, then about two a second
     sock.close()
     http.close()
+
+
+async def test_a_message_short_of_its_replicas_is_unconfirmed_not_unavailable(
+    stack: Stack, redis: Redis
+) -> None:
+    """With CHAT_REDIS_WAIT_REPLICAS and no replica, the message is stored and
+    published: the client is told so (`unconfirmed`), not `unavailable`."""
+    with lone_instance(stack, "--redis-wait-replicas=1") as url:
+        http, sock = await logged_in(url)
+        room = unique("r")
+        await sock.send({"type": "join", "room": room})
+        await sock.next_of("presence", room=room)
+        await sock.send({"type": "chat", "room": room, "text": "kept", "cid": "w1"})
+        refused = await sock.next_of("error")
+        assert refused["code"] == "unconfirmed"
+        stored = await redis.xrange(Keys().stream(room))
+        assert [fields[b"text"] for _, fields in stored] == [b"kept"]
+        sock.close()
+        http.close()

@@ -160,7 +160,7 @@ def tornado_headers(answer: object) -> dict[str, list[str]]:
 async def account(http: HttpSession) -> dict[str, str]:
     """Form fields (with `_xsrf`) that log a fresh user in on this session's server.
 
-    In `accounts` mode the user signs up first (PROTOCOL.md: Accounts); in
+    In `accounts` mode the user signs up first (docs/protocol.md: Accounts); in
     `open` mode (or before accounts existed) /signup is 404 and a name alone logs in.
     """
     name = unique("edge")

@@ -16,12 +16,15 @@ import tornado.testing
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 import handlers  # noqa: F401  (declares the handlers' metrics)
 import metrics
 import pubsub.sharded  # noqa: F401  (declares the Cluster subscriber's metrics)
 import pubsub.subscriber  # noqa: F401
 from handlers.health import MetricsHandler
+from redisconn import topology_of
+from runtime import ChatProcess, Config
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -37,6 +40,12 @@ def samples(text: str) -> dict[str, float]:
     """{sample name: value} of a page, read by prometheus_client's own parser."""
     return {s.name: s.value for family in text_string_to_metric_families(text)
             for s in family.samples}
+
+
+# A chat process declares the gauges it owns (chat_open_sockets); this one is
+# never started, so its Redis client never connects.
+PROCESS = ChatProcess(Config(instance="metrics-test", cookie_secret="unused"),
+                      topology_of(Redis()))
 
 
 def fresh(prefix: str) -> str:
