@@ -41,7 +41,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 from tornado.iostream import IOStream
 
-from internals.wire import wire_frame, write_now
+from internals.wire import WireFrames, wire_frame, write_now
 from pubsub.codec import chat_frame, pack, unpack
 from pubsub.fanout import Fanout
 from pubsub.keys import Keys
@@ -92,18 +92,19 @@ def codec_rows(args: argparse.Namespace) -> list[Row]:
     text = str(message["text"])
     frame = chat_frame(MSG_ID, ROOM, USER, text)
     n = args.iterations
-    # A new str object per call: wire_frame caches by identity (the next socket of a message).
+    # A new str object per call: WireFrames caches by identity (the next socket of a message).
     fresh = [(frame + " ")[:-1] for _ in range(n * REPEATS)]
     it = iter(fresh)
+    frames = WireFrames()
     return [
         Row("msgpack pack (payload)", "message", time_op(lambda: pack(message), n), n),
         Row("msgpack unpack (payload)", "message", time_op(lambda: unpack(packed), n), n),
         Row("JSON chat frame (chat_frame)", "message",
             time_op(lambda: chat_frame(MSG_ID, ROOM, USER, text), n), n),
-        Row("WebSocket framing, new message (wire_frame)", "message",
-            time_op(lambda: wire_frame(next(it)), n), n),
+        Row("WebSocket framing, new message (WireFrames.frame)", "message",
+            time_op(lambda: frames.frame(next(it)), n), n),
         Row("WebSocket framing, same message again", "socket",
-            time_op(lambda: wire_frame(frame), n), n),
+            time_op(lambda: frames.frame(frame), n), n),
     ]
 
 

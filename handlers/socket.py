@@ -27,7 +27,7 @@ from handlers.frames import (
 )
 from handlers.limits import SocketLimits
 from internals.handshake import forget_handshake
-from internals.wire import wire_frame, write_now
+from internals.wire import WireFrames, write_now
 from pubsub import ChatBus, Refused, frame
 from pubsub.publish import NotReplicated
 from runtime.keepalive import PING_FRAME, PINGS_UNANSWERED_BEFORE_CLOSE
@@ -82,11 +82,13 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # own attributes that dict stays within the 30 keys CPython shares between
     # instances of a class (a shared-key dict), instead of growing a private
     # table of its own: about 1.3 KB less per idle socket.
-    __slots__ = ("user", "login_id", "last_typing", "history_tokens", "history_at", "active",
-                 "answered", "unanswered")
+    __slots__ = ("user", "login_id", "wire", "last_typing", "history_tokens", "history_at",
+                 "active", "answered", "unanswered")
 
     user: str
     login_id: str
+    # The process's frame builder (one message framed once for all sockets).
+    wire: WireFrames
     last_typing: dict[str, float]
     # A token bucket of history requests (each may read ~1.6 MB from Redis).
     history_tokens: float
@@ -148,6 +150,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
 
     async def open(self, *args: str, **kwargs: str) -> None:
         self.active = False
+        self.wire = self.process.wire
         if not self.process.sockets.admit(self):
             self.close(CLOSE_POLICY, "too many connections for this login")
             return
@@ -331,7 +334,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         Fan-out hands the same str to every local socket: it is framed once
         and written with one send per socket (internals/wire.py).
         """
-        self._write_wire(wire_frame(text))
+        self._write_wire(self.wire.frame(text))
 
     def _write_wire(self, data: bytes) -> None:
         stream = self._stream()

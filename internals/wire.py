@@ -20,16 +20,27 @@ import struct
 
 from tornado.iostream import IOStream
 
-# The last frame framed, by identity: fan-out sends one str object to every
-# member in a row, so all but the first socket reuse these bytes.
-_last_framed: tuple[str, bytes] = ("", b"")
+
+class WireFrames:
+    """Frames `text`, remembering the last one by identity: fan-out sends one
+    str object to every member in a row, so all but the first socket reuse
+    its bytes. One per process (runtime.ChatProcess owns it)."""
+
+    __slots__ = ("_text", "_wire")
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._wire = b""
+
+    def frame(self, text: str) -> bytes:
+        if self._text is text:
+            return self._wire
+        self._text, self._wire = text, wire_frame(text)
+        return self._wire
 
 
 def wire_frame(text: str) -> bytes:
     """`text` as one unmasked, uncompressed WebSocket text frame (RFC 6455 5.2)."""
-    global _last_framed
-    if _last_framed[0] is text:
-        return _last_framed[1]
     payload = text.encode("utf-8")
     size = len(payload)
     if size < 126:
@@ -38,9 +49,7 @@ def wire_frame(text: str) -> bytes:
         header = struct.pack("!BBH", 0x81, 126, size)
     else:
         header = struct.pack("!BBQ", 0x81, 127, size)
-    wire = header + payload
-    _last_framed = (text, wire)
-    return wire
+    return header + payload
 
 
 def write_now(stream: IOStream, data: bytes) -> None:

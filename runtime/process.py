@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import metrics
 from handlers.limits import SocketLimits
+from internals.wire import WireFrames
 from pubsub import Allowance, ChatBus, Keys, RateLimit, RoomCaps
 from redisconn import RedisTarget, Topology
 from runtime.keepalive import KeepAlive
@@ -76,6 +77,7 @@ class ChatProcess:
         self.sessions = SessionStore(topology, config.key_prefix, config.session_idle_ttl,
                                      config.max_logins_per_user)
         self.keepalive = KeepAlive(config.ping_interval)
+        self.wire = WireFrames()  # each fan-out message framed once for all its sockets
         # Set at a planned stop: /healthz answers 503 and new sockets are refused.
         self.draining = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
