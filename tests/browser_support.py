@@ -17,6 +17,7 @@ from playwright.sync_api import (
     BrowserContext,
     Locator,
     Page,
+    Route,
     ViewportSize,
     expect,
     sync_playwright,
@@ -140,16 +141,44 @@ def messages(page: Page) -> list[dict[str, Any]]:
     return result
 
 
+# The page's stored outbox: static/chat/state.js keeps one per user.
+STORED_OUTBOX_JS = (
+    "JSON.parse(sessionStorage.getItem('chatfleet.outbox.' + document.body.dataset.user) || '[]')"
+)
+
+
 def expect_outbox_empty(page: Page) -> None:
     """Everything sent was acknowledged: no pending item shown, none kept for a resend."""
     expect(page.locator("#outbox li")).to_have_count(0)
     page.wait_for_function(
-        "() => window.chatfleet.state.outbox.length === 0"
-        " && JSON.parse(sessionStorage.getItem('chatfleet.outbox') || '[]').length === 0",
+        f"() => window.chatfleet.state.outbox.length === 0 && {STORED_OUTBOX_JS}.length === 0",
         timeout=TIMEOUT_MS,
     )
 
 
+class HeldProbes:
+    """Holds the page's GET /session reconnect probes in flight (a slow network) until
+    released, so the page stays offline for exactly as long as the test needs."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.held: list[Route] = []
+        self.released = False
+        page.route("**/session", self._hold)
+
+    def _hold(self, route: Route) -> None:
+        if self.released:
+            route.continue_()
+        else:
+            self.held.append(route)  # neither continued nor aborted yet: the fetch waits
+
+    def release(self) -> None:
+        # Continue before unrouting: unroute itself may continue (handle) what is held.
+        self.released = True
+        for route in self.held:
+            route.continue_()
+        self.held.clear()
+        self.page.unroute("**/session")
 
 
 # -- rooms ---------------------------------------------------------------------

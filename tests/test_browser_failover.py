@@ -23,10 +23,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from playwright.sync_api import Page, Route, WebSocket, expect
+from playwright.sync_api import Page, WebSocket, expect
 
 from stack.run import Stack
 from tests.browser_support import (
+    STORED_OUTBOX_JS,
+    HeldProbes,
     OpenUser,
     browser,
     expect_instance,
@@ -94,9 +96,7 @@ def expect_outbox_drained(page: Page) -> None:
 def expect_pending(page: Page, text: str) -> None:
     """`text` waits in the outbox: shown as pending and kept in sessionStorage for a resend."""
     expect(page.locator("#outbox li", has_text=text)).to_have_count(1)
-    stored = page.evaluate(
-        "() => JSON.parse(sessionStorage.getItem('chatfleet.outbox') || '[]').map((m) => m.text)"
-    )
+    stored = page.evaluate(f"() => {STORED_OUTBOX_JS}.map((m) => m.text)")
     assert text in stored
 
 
@@ -107,31 +107,6 @@ _PROBES_FAIL_JS = """() => {
         ? Promise.reject(new TypeError('network down (test)'))
         : fetch(url, init);
 }"""
-
-
-class HeldProbes:
-    """Holds the page's GET /session reconnect probes in flight (a slow network) until
-    released, so the page stays offline for exactly as long as the test needs."""
-
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.held: list[Route] = []
-        self.released = False
-        page.route("**/session", self._hold)
-
-    def _hold(self, route: Route) -> None:
-        if self.released:
-            route.continue_()
-        else:
-            self.held.append(route)  # neither continued nor aborted yet: the fetch waits
-
-    def release(self) -> None:
-        # Continue before unrouting: unroute itself may continue (handle) what is held.
-        self.released = True
-        for route in self.held:
-            route.continue_()
-        self.held.clear()
-        self.page.unroute("**/session")
 
 
 def chat_in_pairs(ann: Page, ann_name: str, bob: Page, bob_name: str, tag: str) -> tuple[str, str]:

@@ -2,8 +2,10 @@
 //
 // The server may go away at any moment (crash, restart, scale-down). Then we
 // back off with full jitter, ask GET /session (fresh cookies, still logged
-// in?), reopen /ws, resume every room from the last id shown, and resend
-// whatever was typed but not acknowledged, with its original cid.
+// in, still the same user?), reopen /ws, resume every room from the last id
+// shown, and resend whatever was typed but not acknowledged, with its
+// original cid. When the session ends, the outbox is dropped instead: this
+// tab's next socket may be someone else's.
 
 const FIRST_RETRY_MS = 500;      // first try within about half a second
 const MAX_RETRY_MS = 10000;      // never wait longer than this between tries
@@ -13,10 +15,10 @@ const CLOSE_DRAINING = 1012;
 const CLOSE_SESSION_ENDED = 4401;
 
 export function createConnection(store, view, { LOBBY }, onFrame) {
-  const { state } = store;
+  const { me, state } = store;
 
   function send(frame) {
-    if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    if (!state.ended && state.ws && state.ws.readyState === WebSocket.OPEN) {
       state.ws.send(JSON.stringify(frame));
       return true;
     }
@@ -46,12 +48,32 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
     for (const m of state.outbox) sendChat(m);
   }
 
-  // The hello frame: the socket is up.
-  function greeted() {
+  // This page's session is over: logged out here, closed 4401, gone at the
+  // probe, or the browser's cookie now belongs to another user. Whatever waits
+  // in the outbox was typed by this page's user: drop it, send nothing more,
+  // and with `reload` let the server show what comes next (login or chat).
+  function end({ reload }) {
+    state.ended = true;
+    clearTimeout(state.retryTimer);
+    clearTimeout(state.unavailableTimer);
+    state.unavailableTimer = null;
+    store.forgetOutbox();
+    view.renderOutbox();
+    if (reload) location.assign("/");
+  }
+
+  // The hello frame: the socket is up. False when it greets another user (the
+  // cookie changed hands since this page was served): then nothing is sent.
+  function greeted(frame) {
+    if (frame.user !== me) {
+      end({ reload: true });
+      return false;
+    }
     state.online = true;
     state.attempt = 0;
     view.setStatus("online", "online");
     for (const r of state.rooms.values()) r.confirmed = false;
+    return true;
   }
 
   // Redis was away and nothing was stored: a join or chat failed. The lobby's
@@ -78,8 +100,8 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
     state.retryTimer = setTimeout(connect, wait);
   }
 
-  // GET /session: still logged in? (fresh cookies too). False when it
-  // already decided what comes next (a retry, or the login page).
+  // GET /session: still logged in, as this page's user? (fresh cookies too).
+  // False when it already decided what comes next (a retry, or another page).
   async function probeSession() {
     let probe;
     try {
@@ -96,25 +118,38 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
         scheduleReconnect(200);
         return false;
       }
-      location.assign("/");  // the session is gone: the server shows the login page
+      // The session is gone (logged out elsewhere, expired): the server shows
+      // the login page. A tab that only lost that race twice comes back from
+      // there, without what it had queued: rare, and never worse than that.
+      end({ reload: true });
       return false;
     }
     state.probedTwice = false;
-    if (!probe.ok) {
+    let who;
+    try {
+      if (!probe.ok) throw new Error("status " + probe.status);
+      who = await probe.json();
+    } catch {
       scheduleReconnect();
+      return false;
+    }
+    if (who.user !== me) {
+      // Logged out and someone else logged in, in another tab of this browser.
+      end({ reload: true });
       return false;
     }
     return true;
   }
 
   async function connect() {
+    if (state.ended) return;
     view.setStatus(state.attempt ? "reconnecting" : "connecting", state.attempt ? "reconnecting…" : "connecting…");
     if (state.pageJustServed) {
       // This page was served a moment ago for this session, with a fresh
       // cookie: the first socket needs no probe. Each probe gives the session
       // a new id, and each new id is a race with this browser's other tabs.
       state.pageJustServed = false;
-    } else if (!(await probeSession())) {
+    } else if (!(await probeSession()) || state.ended) {
       return;
     }
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -123,6 +158,7 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
     const ws = new WebSocket(url);
     state.ws = ws;
     ws.onmessage = (event) => {
+      if (state.ended) return;  // the page is leaving: nothing it shows or stores matters now
       let frame;
       try { frame = JSON.parse(event.data); } catch { return; }
       onFrame(frame);
@@ -134,8 +170,9 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
       clearTimeout(state.unavailableTimer);
       state.unavailableTimer = null;
       for (const r of state.rooms.values()) r.loadingHistory = false;
+      if (state.ended) return;  // logging out: the page is already on its way
       if (event.code === CLOSE_SESSION_ENDED) {
-        location.assign("/");
+        end({ reload: true });
       } else if (event.code === CLOSE_DRAINING) {
         scheduleReconnect(Math.random() * DRAIN_JITTER_MS);
       } else {
@@ -144,5 +181,5 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
     };
   }
 
-  return { connect, send, sendChat, joinRoom, catchUp, greeted, unavailable };
+  return { connect, send, sendChat, joinRoom, catchUp, greeted, unavailable, end };
 }

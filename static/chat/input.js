@@ -1,6 +1,6 @@
 // What the user does: write and send (Enter sends, Shift+Enter is a new
 // line), tell others they are typing, join, switch and leave rooms, scroll up
-// for older history.
+// for older history, log out.
 
 const TYPING_EVERY_MS = 3000;  // tell others at most this often
 const HISTORY_PAGE = 50;
@@ -79,4 +79,7 @@ export function bindInput(store, view, connection, { LOBBY }) {
   messagesEl.addEventListener("scroll", () => {
     if (messagesEl.scrollTop < LOAD_OLDER_PX) loadOlder();
   });
+  // Logging out drops what is still queued (the form then leaves the page):
+  // the next login in this tab must not send it.
+  document.querySelector("form.logout").addEventListener("submit", () => connection.end({ reload: false }));
 }

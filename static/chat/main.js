@@ -2,10 +2,10 @@
 // WebSocket that is resumed gap-free after any failure. This module wires the
 // others together and says what each server frame does:
 //
-//   state.js       rooms, last ids, people, the outbox (sessionStorage)
+//   state.js       rooms, last ids, people, the outbox (sessionStorage, per user)
 //   render.js      the DOM: messages, notices, people, rooms, outbox, status
-//   connection.js  the socket: backoff, /session probe, resume, resend
-//   input.js       composer, keyboard, rooms, history on scroll
+//   connection.js  the socket: backoff, /session probe, resume, resend, session end
+//   input.js       composer, keyboard, rooms, history on scroll, logout
 //
 // The modules import nothing themselves: each is loaded here by the versioned
 // URL the page lists (a modulepreload link made with static_url). A plain
@@ -28,7 +28,7 @@ bindInput(store, view, connection, stateModule);
 function onFrame(frame) {
   switch (frame.type) {
     case "hello":
-      connection.greeted();
+      if (!connection.greeted(frame)) break;  // another user's session: the page is leaving
       body.dataset.instance = frame.instance;
       for (const name of frame.rooms || []) if (!state.pendingLeaves.has(name)) store.room(name);
       view.renderRooms();

@@ -6,8 +6,13 @@
 export const LOBBY = "lobby";
 
 // The outbox lives in sessionStorage: a message typed just before a refresh is
-// still sent after it, exactly once.
-const OUTBOX_KEY = "chatfleet.outbox";
+// still sent after it, exactly once. A tab outlives its login, though (log out,
+// someone else logs in), so the outbox is kept per user and forgotten when the
+// session ends: one user's message never goes out under another's session.
+const OUTBOX_PREFIX = "chatfleet.outbox.";
+// Where older pages kept one outbox for the whole tab: whose messages those are
+// is unknown, so they are dropped, never sent.
+const UNKEYED_OUTBOX = "chatfleet.outbox";
 
 // Stream ids are "<ms>-<seq>"; both parts fit a double exactly.
 const idParts = (id) => id.split("-").map(Number);
@@ -24,8 +29,11 @@ export const newCid = () =>
   (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).slice(0, 64);
 
 export function createStore(me) {
+  const outboxKey = OUTBOX_PREFIX + me;  // names are [A-Za-z0-9._-]: safe in a key
+  sessionStorage.removeItem(UNKEYED_OUTBOX);
+
   const loadOutbox = () => {
-    try { return JSON.parse(sessionStorage.getItem(OUTBOX_KEY)) || []; } catch { return []; }
+    try { return JSON.parse(sessionStorage.getItem(outboxKey)) || []; } catch { return []; }
   };
   // Last ids live only as long as the page: a fresh page starts from the
   // recent history.
@@ -33,6 +41,7 @@ export function createStore(me) {
     ws: null,
     attempt: 0,
     online: false,
+    ended: false,              // this page's session is over: nothing more is sent
     probedTwice: false,
     pageJustServed: true,
     retryTimer: null,
@@ -44,7 +53,7 @@ export function createStore(me) {
     unavailableTimer: null,    // the one pending retry after `unavailable`
   };
 
-  const saveOutbox = () => sessionStorage.setItem(OUTBOX_KEY, JSON.stringify(state.outbox));
+  const saveOutbox = () => sessionStorage.setItem(outboxKey, JSON.stringify(state.outbox));
 
   function newRoom(name) {
     return {
@@ -90,6 +99,12 @@ export function createStore(me) {
     acked(cid) {
       state.outbox = state.outbox.filter((m) => m.cid !== cid);
       saveOutbox();
+    },
+
+    // The session is over: what this user queued is never sent.
+    forgetOutbox() {
+      state.outbox = [];
+      sessionStorage.removeItem(outboxKey);
     },
   };
 }
