@@ -120,6 +120,24 @@ def test_login_shows_chat_page_online(open_user: OpenUser) -> None:
     assert session.json()["user"] == name
 
 
+def test_client_modules_load_once_by_versioned_url(open_user: OpenUser) -> None:
+    """The chat page's ES modules (static/chat/) are each fetched once, all by a ?v= URL:
+    an unversioned one could be an old cached copy beside a new main.js after a deploy."""
+    scripts: list[str] = []
+    errors: list[str] = []
+    page = open_user()
+    page.on("request", lambda r: scripts.append(r.url) if r.resource_type == "script" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    log_in(page, unique("ann"))
+    paths = sorted(re.sub(r"^https?://[^/]+", "", url) for url in scripts)
+    modules = ["connection", "input", "main", "render", "state"]
+    assert [re.sub(r"\?v=[0-9a-f]+$", "", path) for path in paths] == [
+        f"/static/chat/{name}.js" for name in modules
+    ], paths
+    assert all(re.search(r"\?v=[0-9a-f]+$", path) for path in paths), paths
+    assert errors == []
+
+
 def test_invalid_name_shows_reason_on_login_page(open_user: OpenUser) -> None:
     page = open_user()
     page.goto("/")
