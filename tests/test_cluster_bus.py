@@ -21,6 +21,7 @@ from pubsub import ChatBus, Keys, RateLimit
 from redisconn import RedisTarget, connect, topology_of
 from redisconn.connect import RedisClient
 from rigs.redis_cluster import RedisCluster, free_cluster_ports
+from runtime.sockets import SocketRegistry
 from sessions import SessionStore
 from tests.conftest import unique
 from tests.test_bus import Collector
@@ -123,11 +124,17 @@ async def test_ending_a_login_reaches_every_process(two_buses: tuple[ChatBus, Ch
 
     class Socket(Collector):
         login_id = "login-1"
+        active = False
+
+        def close_draining(self) -> None:
+            pass
 
         def end_session(self) -> None:
             ended.append(self.user)
 
-    there.attach(Socket("carol"))
+    sockets = SocketRegistry(max_per_login=20)  # the process's registry, as in runtime/
+    sockets.admit(Socket("carol"))
+    there.on_login_ended = sockets.end_login
     await here.end_login("login-1")
     deadline = time.monotonic() + WAIT
     while ended != ["carol"]:
