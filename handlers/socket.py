@@ -54,6 +54,9 @@ HISTORY_FRAME_MAX_CHARS = 64 * 1024
 # in a loop would make Redis read up to 100 long messages per frame.
 HISTORY_BURST = 10.0
 HISTORY_PER_SECOND = 2.0
+# How long a chat refused for Redis holds back the socket's later chats
+# (waiting for its resend); a client that gave it up is not blocked for good.
+ORDER_HOLD_SECONDS = 10.0
 # A socket that takes none of a reply it is owed within this long is cut
 # off as a slow consumer (it resumes from history when it comes back).
 DRAIN_TIMEOUT_SECONDS = 30.0
@@ -83,13 +86,17 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # instances of a class (a shared-key dict), instead of growing a private
     # table of its own: about 1.3 KB less per idle socket.
     __slots__ = ("user", "login_id", "wire", "last_typing", "history_tokens", "history_at",
-                 "active", "answered", "unanswered")
+                 "unsent_cid", "unsent_until", "active", "answered", "unanswered")
 
     user: str
     login_id: str
     # The process's frame builder (one message framed once for all sockets).
     wire: WireFrames
     last_typing: dict[str, float]
+    # The cid of a chat refused for Redis and not resent yet: later chats wait
+    # for it (until `unsent_until`), so a room shows a socket's chats in order.
+    unsent_cid: str
+    unsent_until: float
     # A token bucket of history requests (each may read ~1.6 MB from Redis).
     history_tokens: float
     history_at: float
@@ -156,6 +163,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             return
         self.last_typing = {}
         self.history_tokens, self.history_at = HISTORY_BURST, time.monotonic()
+        self.unsent_cid, self.unsent_until = "", 0.0
         self.answered = True  # the last keep-alive ping (none yet)
         self.unanswered = 0
         self.process.keepalive.add(self)
@@ -307,8 +315,23 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     async def _chat(self, chat: Chat) -> None:
         if not self.bus.is_member(self, chat.room):
             raise FrameError("not_joined", "join the room before writing to it")
-        published = await self.bus.publish(chat.room, self.user, chat.text, chat.cid,
-                                           self.login_id)
+        now = time.monotonic()
+        if self.unsent_cid and chat.cid != self.unsent_cid and now < self.unsent_until:
+            # An earlier chat of this socket was refused and not resent yet: a
+            # later one stored first would show out of the order typed (the
+            # client resends its outbox oldest first).
+            raise FrameError("unavailable", "an earlier message is not stored yet; resend it first")
+        try:
+            published = await self.bus.publish(chat.room, self.user, chat.text, chat.cid,
+                                               self.login_id)
+        except NotReplicated:
+            raise  # stored: nothing to hold back
+        except (RedisError, OSError, TimeoutError):
+            if chat.cid:
+                self.unsent_cid, self.unsent_until = chat.cid, now + ORDER_HOLD_SECONDS
+            raise
+        if chat.cid == self.unsent_cid:
+            self.unsent_cid = ""
         if published.rate_limited:
             if published.strikes >= self.limits.abuse_strikes:
                 ABUSERS.inc()
