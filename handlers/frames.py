@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 
 from handlers.names import NAME_RULE, is_valid_name
-from pubsub import StreamId, parse_id
+from pubsub import Refused, StreamId, parse_id
 
 # docs/protocol.md defaults.
 MAX_TEXT_CHARS = 4000
@@ -16,13 +16,8 @@ HISTORY_PAGE = 50
 HISTORY_PAGE_MAX = 100
 
 
-class FrameError(Exception):
+class FrameError(Refused):
     """A refused frame: becomes an `error` frame, the socket stays open."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 @dataclass(frozen=True)

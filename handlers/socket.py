@@ -240,7 +240,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
                 await self._history(parsed)
             elif isinstance(parsed, Typing):
                 await self._typing(parsed)
-        except (FrameError, Refused) as error:
+        except Refused as error:  # FrameError too: refused, the socket stays
             self._refuse(error.code, error.reason)
         except OutOfMemoryError:
             REDIS_FULL.inc()

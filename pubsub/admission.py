@@ -54,7 +54,8 @@ return 1
 
 
 class Refused(Exception):
-    """The user may not do this now; `code` is the docs/protocol.md error code."""
+    """The user may not do this now; `code` is the docs/protocol.md error code
+    sent back in an `error` frame (the socket stays open)."""
 
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
