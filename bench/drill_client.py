@@ -1,4 +1,4 @@
-"""A scripted chat user for the failover drill: reconnects exactly as static/chat.js does.
+"""A scripted chat user for the failover drill: reconnects exactly as static/chat/connection.js does.
 
 On any close it backs off with full jitter (first try within FIRST_RETRY_SECONDS,
 doubling to MAX_RETRY_SECONDS; a close 1012 comes back at once with up to
@@ -7,7 +7,7 @@ cookies), then opens `/ws?after=<last lobby id>` and re-joins its room with
 `after` = the last id it saw there. Sends wait in an outbox, keyed by `cid`,
 until acknowledged, and are resent with the same `cid` after every reconnect.
 
-Unlike chat.js it never drops a repeat on its own side: it writes down every
+Unlike the browser client it never drops a repeat on its own side: it writes down every
 chat id it receives, in order, so the drill can count gaps, repeats and
 reordering exactly as a user would have seen them without client-side help.
 """
@@ -29,15 +29,15 @@ from chatclient import ChatSocket, HttpSession
 
 LOBBY = "lobby"
 
-# static/chat.js: first try within about half a second, never wait longer than
+# static/chat/connection.js: first try within about half a second, never wait longer than
 # ten seconds between tries, and a draining instance (1012) is left at once but
 # not by everybody in the same instant.
 FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 10.0
 DRAIN_JITTER_SECONDS = 1.0
-# static/chat.js: after `unavailable` the client tries again two seconds later.
+# static/chat/connection.js: after `unavailable` the client tries again two seconds later.
 RETRY_AFTER_ERROR_SECONDS = 2.0
-# A second 401 from the probe means the session is really gone (chat.js asks
+# A second 401 from the probe means the session is really gone (the browser client asks
 # twice: another tab may just have regenerated the shared cookie).
 REPROBE_AFTER_401_SECONDS = 0.2
 
@@ -53,7 +53,7 @@ MAX_CONNECT_TRIES = 10_000
 MAX_LOGIN_TRIES = 30
 LOGIN_RETRY_SECONDS = 1.0
 
-# Errors after which chat.js re-joins and resends (nothing was stored).
+# Errors after which the browser client re-joins and resends (nothing was stored).
 RETRYABLE_ERRORS = frozenset({"unavailable", "not_joined", "rate_limited"})
 
 StreamKey = tuple[int, int]
@@ -168,7 +168,7 @@ class DrillClient:
         return self._stopping.is_set()
 
     def _backoff(self) -> float:
-        """chat.js: random between 0 and min(cap, first * 2^attempt)."""
+        """the browser client: random between 0 and min(cap, first * 2^attempt)."""
         ceiling = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2**self._attempt)
         self._attempt += 1
         return random.uniform(0, ceiling)
@@ -193,7 +193,7 @@ class DrillClient:
         """One try: probe, open, serve until closed. Returns the wait before the next try."""
         try:
             probe = await self.http.request("GET", "/session", timeout=HTTP_TIMEOUT_SECONDS)
-        except Exception as error:  # noqa: BLE001 - fetch failed: chat.js backs off
+        except Exception as error:  # noqa: BLE001 - fetch failed: the browser client backs off
             self.errors[f"session {type(error).__name__}"] += 1
             self.connect_failures += 1
             return self._backoff()
@@ -202,7 +202,7 @@ class DrillClient:
             if not self._probed_401:
                 self._probed_401 = True
                 return REPROBE_AFTER_401_SECONDS
-            # chat.js sends the user to the login page; the drill's user logs in again.
+            # the browser client sends the user to the login page; the drill's user logs in again.
             self._probed_401 = False
             self.relogins += 1
             return 0.0 if await self._login() else self._backoff()
@@ -307,7 +307,7 @@ class DrillClient:
         for room in self.rooms:
             if room not in self._joined:
                 if room == LOBBY:
-                    # chat.js re-joins only the other rooms here (the lobby came
+                    # the browser client re-joins only the other rooms here (the lobby came
                     # from the URL), so a browser would stay out of the lobby.
                     self.errors["lobby re-joined after error"] += 1
                 self._send_join(sock, room)

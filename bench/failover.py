@@ -6,7 +6,7 @@
 
 It starts its own stack (supervisord, Redis with AOF, N instances, HAProxy) on
 free ports in a temporary folder, logs K scripted users in through HAProxy
-(bench.drill_client: they reconnect exactly like static/chat.js), has them
+(bench.drill_client: they reconnect exactly like static/chat/connection.js), has them
 talk at a fixed total rate in a few rooms plus the lobby, and meanwhile
 kills instances with SIGKILL one after another, restarts one gracefully
 (SIGTERM: drain, close 1012) and restarts Redis once. Then it stops sending,

@@ -13,7 +13,7 @@ publisher stops and each client's messages are compared with the
 publisher's confirmed ones after the point where the client joined.
 
 chatfleet: clients log in through HAProxy pinned by its `chatfleet_server`
-cookie and reconnect as static/chat.js does (full-jitter backoff from
+cookie and reconnect as static/chat/connection.js does (full-jitter backoff from
 0.5 s doubling to 10 s, `GET /session`, then `/ws?after=<last id>`). The
 publisher sends with a `cid`; its acks are the confirmed ids; a confirmed
 id a resumed client never got is lost.
@@ -99,7 +99,7 @@ Key = tuple[int, int]  # a message's order: the stream id, or (sequence number, 
 
 
 class Member:
-    """A lobby member that reconnects like static/chat.js and records every message's key."""
+    """A lobby member that reconnects like static/chat/connection.js and records every message's key."""
 
     def __init__(self, storm: Storm, user: str) -> None:
         self.storm = storm
@@ -130,7 +130,7 @@ class Member:
         raise NotImplementedError
 
     async def live(self) -> None:
-        """Stay connected until the storm stops, backing off like chat.js between tries."""
+        """Stay connected until the storm stops, backing off like the browser client between tries."""
         failures = 0
         while not self.storm.stopping:
             try:

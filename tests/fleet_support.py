@@ -1,7 +1,7 @@
 """What a user does, for the tests that take Redis or whole hosts away (multi-host, Sentinel).
 
 A user is pinned to one chat process by HAProxy's cookie, joins rooms,
-resends a refused message with the same `cid` (as static/chat.js does on
+resends a refused message with the same `cid` (as static/chat/connection.js does on
 `unavailable`), and after losing the socket probes `/session`, reopens and
 rejoins with `after` = the last id it saw.
 """

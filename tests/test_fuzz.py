@@ -62,10 +62,12 @@ async def throw(base_url: str, cookies: dict[str, str], frames: list[str | bytes
         for raw in frames:
             await sock.send_raw(raw)
         # A frame after the garbage must still be answered: the socket lives.
-        # (A history request: a fresh socket's allowance of those is its own,
-        # while joins are counted per user and the cases come fast.)
-        await sock.send({"type": "history", "room": "lobby", "limit": 1})
-        await sock.next_of("history", room="lobby")
+        # (A history request for a room the garbage never joins: it is always
+        # answered `not_joined`, whatever the garbage did; joins would meet the
+        # user's join allowance, as the cases come fast.)
+        await sock.send({"type": "history", "room": "fuzzcheck", "limit": 1})
+        await sock.next(lambda f: f.get("type") == "error" and f.get("code") == "not_joined"
+                        and "history" in f.get("reason", ""))
         for frame in sock.frames:
             check_reply(frame)
     except SocketClosed as closed:
