@@ -1,4 +1,4 @@
-"""A scripted chat user for the failover drill: reconnects exactly as static/chat/connection.js does.
+"""A scripted chat user for the failover drill: reconnects as static/chat/connection.js does.
 
 On any close it backs off with full jitter (first try within FIRST_RETRY_SECONDS,
 doubling to MAX_RETRY_SECONDS; a close 1012 comes back at once with up to

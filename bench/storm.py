@@ -99,7 +99,7 @@ Key = tuple[int, int]  # a message's order: the stream id, or (sequence number, 
 
 
 class Member:
-    """A lobby member that reconnects like static/chat/connection.js and records every message's key."""
+    """A lobby member that reconnects like the browser client and records every message's key."""
 
     def __init__(self, storm: Storm, user: str) -> None:
         self.storm = storm
@@ -130,7 +130,7 @@ class Member:
         raise NotImplementedError
 
     async def live(self) -> None:
-        """Stay connected until the storm stops, backing off like the browser client between tries."""
+        """Stay connected until the storm stops, backing off like the browser between tries."""
         failures = 0
         while not self.storm.stopping:
             try:
