@@ -242,16 +242,15 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
                 await self._typing(parsed)
         except Refused as error:  # FrameError too: refused, the socket stays
             self._refuse(error.code, error.reason)
-        except OutOfMemoryError:
-            REDIS_FULL.inc()
-            self._refuse("unavailable", "nothing was stored; resend later with the same cid")
         except NotReplicated:
             # Stored and published, but fewer replicas than asked hold it yet:
             # a failover now could lose it. A resend with the same cid is not
             # stored twice; it is acked once the replicas confirm.
             self._refuse("unconfirmed", "stored, but not yet on enough replicas; "
                                         "resend with the same cid")
-        except (RedisError, OSError, TimeoutError):
+        except (RedisError, OSError, TimeoutError) as error:
+            if isinstance(error, OutOfMemoryError):
+                REDIS_FULL.inc()
             self._refuse("unavailable", "nothing was stored; resend later with the same cid")
         except Exception as error:  # noqa: BLE001 - the boundary between a client and the process
             # No input may cost a traceback in the log (it could carry the

@@ -169,7 +169,7 @@ class ChatBus:
                 sent = await self._replay(member, room, cursor)
             while sent and cursor.overflowed:
                 # Live messages came faster than the replay: read them from the stream.
-                cursor.overflowed, cursor.pending, cursor.pending_chars = False, [], 0
+                cursor.hold_live()
                 sent = await self._replay(member, room, cursor)
             if not sent:
                 await self._forget(member, room)

@@ -56,6 +56,10 @@ class Cursor:
     # Live messages were dropped from `pending`: the replay must read on.
     overflowed: bool = False
 
+    def hold_live(self) -> None:
+        """Hold live messages (again) while a replay runs, from an empty buffer."""
+        self.pending, self.pending_chars, self.overflowed = [], 0, False
+
 
 class Fanout:
     """Local room membership and delivery."""
@@ -73,7 +77,7 @@ class Fanout:
             cursor = members[member] = Cursor()
             self._rooms_of.setdefault(member, set()).add(room)
         else:
-            cursor.pending, cursor.pending_chars, cursor.overflowed = [], 0, False
+            cursor.hold_live()
         return cursor
 
     def remove(self, member: Member, room: str) -> bool:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
@@ -62,7 +62,7 @@ class SocketRegistry:
         self.open.add(socket)
         return True
 
-    def remove(self, socket: Socket, leave_rooms: Callable[[], Awaitable[None]]) -> None:
+    def remove(self, socket: Socket, leave_rooms: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Unregister a closed socket; its rooms are left in the background."""
         if socket not in self.open:
             return
@@ -70,13 +70,9 @@ class SocketRegistry:
         self._by_login[socket.login_id] -= 1
         if self._by_login[socket.login_id] <= 0:
             del self._by_login[socket.login_id]
-        task = asyncio.get_running_loop().create_task(self._leave(leave_rooms))
+        task = asyncio.get_running_loop().create_task(leave_rooms())
         self._leaving.add(task)
         task.add_done_callback(self._leaving.discard)
-
-    @staticmethod
-    async def _leave(leave_rooms: Callable[[], Awaitable[None]]) -> None:
-        await leave_rooms()
 
     def end_login(self, login_id: str) -> None:
         """Close every socket of this login here (4401): it logged out or was pushed out."""
