@@ -14,12 +14,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from chatclient import HttpSession
 from rigs.ports import free_port, settings_on_free_ports
 from stack.run import Stack
 
@@ -83,6 +84,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture
 def instance_urls(stack: Stack) -> list[str]:
     return [f"http://127.0.0.1:{p}" for p in stack.settings.instance_ports()]
+
+
+@pytest.fixture
+async def front(stack: Stack) -> AsyncIterator[HttpSession]:
+    """A fresh browser talking to HAProxy."""
+    session = HttpSession(stack.url)
+    yield session
+    session.close()
+
+
+@pytest.fixture
+async def direct(instance_urls: list[str]) -> AsyncIterator[HttpSession]:
+    """A fresh browser talking to instance 1 directly."""
+    session = HttpSession(instance_urls[0])
+    yield session
+    session.close()
 
 
 @contextmanager

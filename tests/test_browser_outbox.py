@@ -185,22 +185,32 @@ def test_session_ended_elsewhere_drops_what_ann_queued(open_user: OpenUser) -> N
     expect_never_sent(tab, gate, bob_name, observer, observer_name, queued)
 
 
-def test_tab_offline_while_another_tab_switches_user(open_user: OpenUser) -> None:
-    """Ann's tab is offline with a message queued while, in another tab, she logs out
-    and bob logs in: the browser's cookie is bob's when her tab reconnects. The page
-    sees the session is no longer ann's and becomes bob's page without sending it."""
-    tab, gate, ann_name, bob_name, observer, observer_name = users(open_user)
-    probes = HeldProbes(tab)  # her tab's reconnect waits until bob is logged in
+def offline_then_logged_out_elsewhere(
+    tab: Page, gate: SocketGate, ann_name: str, label: str
+) -> tuple[HeldProbes, str, Page]:
+    """Ann's tab goes offline (its probes held) with a message queued; she logs
+    out in another tab of the same browser. The probes, the text, that tab."""
+    probes = HeldProbes(tab)
     gate.shut()
     expect(tab.locator("#status")).to_have_class(re.compile(r"\bstatus-reconnecting\b"))
-    queued = f"ann offline {unique('t')}"
+    queued = f"{label} {unique('t')}"
     queue_unsent(tab, queued)
-
     other_tab = tab.context.new_page()
     other_tab.goto("/")
     expect_online(other_tab, ann_name)
     other_tab.get_by_role("button", name="Log out").click()
     expect(other_tab.locator("body")).to_have_class("login-page")
+    return probes, queued, other_tab
+
+
+def test_tab_offline_while_another_tab_switches_user(open_user: OpenUser) -> None:
+    """Ann's tab is offline with a message queued while, in another tab, she logs out
+    and bob logs in: the browser's cookie is bob's when her tab reconnects. The page
+    sees the session is no longer ann's and becomes bob's page without sending it."""
+    tab, gate, ann_name, bob_name, observer, observer_name = users(open_user)
+    # Her tab's reconnect waits (held probes) until bob is logged in.
+    probes, queued, other_tab = offline_then_logged_out_elsewhere(
+        tab, gate, ann_name, "ann offline")
     log_in(other_tab, bob_name)
 
     gate.open()
@@ -214,17 +224,9 @@ def test_tab_offline_while_its_login_ends_elsewhere(open_user: OpenUser) -> None
     Her tab's reconnect finds the session gone and shows the login page, keeping
     nothing; bob logs in in that tab."""
     tab, gate, ann_name, bob_name, observer, observer_name = users(open_user)
-    probes = HeldProbes(tab)  # her tab's reconnect waits until she has logged out
-    gate.shut()
-    expect(tab.locator("#status")).to_have_class(re.compile(r"\bstatus-reconnecting\b"))
-    queued = f"ann offline at logout {unique('t')}"
-    queue_unsent(tab, queued)
-
-    other_tab = tab.context.new_page()
-    other_tab.goto("/")
-    expect_online(other_tab, ann_name)
-    other_tab.get_by_role("button", name="Log out").click()
-    expect(other_tab.locator("body")).to_have_class("login-page")
+    # Her tab's reconnect waits (held probes) until she has logged out.
+    probes, queued, other_tab = offline_then_logged_out_elsewhere(
+        tab, gate, ann_name, "ann offline at logout")
     other_tab.close()
 
     gate.open()

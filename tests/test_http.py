@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketError
 
 from chatclient import ChatSocket, HttpSession
-from stack.run import Stack
 from tests.conftest import unique
-
-
-@pytest.fixture
-async def front(stack: Stack) -> AsyncIterator[HttpSession]:
-    """A fresh browser talking to HAProxy."""
-    session = HttpSession(stack.url)
-    yield session
-    session.close()
-
-
-@pytest.fixture
-async def direct(instance_urls: list[str]) -> AsyncIterator[HttpSession]:
-    """A fresh browser talking to instance 1 directly."""
-    session = HttpSession(instance_urls[0])
-    yield session
-    session.close()
 
 
 async def test_login_page_for_strangers(front: HttpSession) -> None:

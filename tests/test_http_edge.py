@@ -180,20 +180,6 @@ def session_cookie(answer: object) -> str | None:
     return next((c for c in headers.get_list("Set-Cookie") if c.startswith("jsessionid=")), None)
 
 
-@pytest.fixture
-async def front(stack: Stack) -> AsyncIterator[HttpSession]:
-    session = HttpSession(stack.url)
-    yield session
-    session.close()
-
-
-@pytest.fixture
-async def direct(instance_urls: list[str]) -> AsyncIterator[HttpSession]:
-    session = HttpSession(instance_urls[0])
-    yield session
-    session.close()
-
-
 # -- 1. request bodies ----------------------------------------------------------------
 
 
