@@ -21,6 +21,7 @@ from tornado.netutil import bind_unix_socket
 from tornado.options import OptionParser
 
 import internals
+from accounts import AUTH_MODES, KdfParams
 from handlers import ROUTES
 from handlers.edge import MAX_BODY_BYTES, EdgeHeaders, front_door_server, trusted_addresses
 from handlers.frames import MAX_TEXT_CHARS
@@ -128,6 +129,17 @@ def define_options(env: Mapping[str, str]) -> OptionParser:
            help="seconds over which draining sockets are closed with 1012")
     define("max_body_bytes", default=int(env.get("CHAT_MAX_BODY_BYTES", MAX_BODY_BYTES)),
            type=int, help="largest request body (forms only; larger: 400 before any handler runs)")
+    define("auth", default=env.get("CHAT_AUTH", "accounts"),
+           help="accounts: a name belongs to whoever signed it up (password); "
+                "open: a name is all a login takes (demos, load tools)")
+    define("argon2_time_cost", default=int(env.get("CHAT_ARGON2_TIME_COST",
+                                                   KdfParams.time_cost)),
+           type=int, help="Argon2id passes per password hash (README: Security)")
+    define("argon2_memory_kib", default=int(env.get("CHAT_ARGON2_MEMORY_KIB",
+                                                    KdfParams.memory_kib)),
+           type=int, help="Argon2id memory per password hash, KiB")
+    define("password_threads", default=int(env.get("CHAT_PASSWORD_THREADS", "1")), type=int,
+           help="threads hashing and checking passwords, off the event loop")
     define("trusted_proxies", default=env.get("CHAT_TRUSTED_PROXIES", ""),
            help="comma-separated addresses (a front door over TCP) whose X-Forwarded-For and "
                 "X-Forwarded-Proto are believed; the Unix socket's peer always is")
@@ -175,6 +187,9 @@ def config_from(options: OptionParser, instance: str, secret: str) -> Config:
         ping_interval=options.ping_interval,
         drain_wait=options.drain_wait,
         drain_spread=options.drain_spread,
+        auth=options.auth,
+        kdf=KdfParams(time_cost=options.argon2_time_cost, memory_kib=options.argon2_memory_kib),
+        password_threads=max(1, options.password_threads),
     )
 
 
@@ -195,6 +210,7 @@ def make_app(process: ChatProcess, max_frame_bytes: int,
     settings: dict[str, Any] = {
         "process": process,
         "session_store": process.sessions,  # for sessions.SessionMixin
+        "accounts_only": process.accounts is not None,  # sessions.SessionMixin.session_user
         "cookie_secret": process.config.cookie_secret,
         "xsrf_cookies": True,
         "xsrf_cookie_kwargs": {"samesite": "Lax", "path": "/"},
@@ -230,6 +246,8 @@ async def main(argv: list[str], env: Mapping[str, str]) -> None:
     DeferredReadRemovalLoop()
     options = define_options(env)
     options.parse_command_line(argv)
+    if options.auth not in AUTH_MODES:
+        sys.exit(f"chat_server: --auth must be one of {', '.join(AUTH_MODES)}")
     secret = cookie_secret(options, env)
     if not secret:
         sys.exit("chat_server: no cookie secret: set CHAT_COOKIE_SECRET or --cookie-secret-file")

@@ -30,8 +30,11 @@ class SocketClosed(Exception):
 class HttpSession:
     """One browser's worth of cookies against one base URL."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, source_address: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        # The local address to connect from (any of 127/8 on loopback): a client
+        # address of its own, e.g. for the login throttle.
+        self.source_address = source_address
         self.cookies: dict[str, str] = {}
         self.client = AsyncHTTPClient(force_instance=True)
 
@@ -68,6 +71,7 @@ class HttpSession:
         req = HTTPRequest(
             self.base_url + path, method=method, headers=all_headers, body=body,
             follow_redirects=False, request_timeout=timeout,
+            network_interface=self.source_address,
         )
         try:
             response = await self.client.fetch(req, raise_error=False)
@@ -83,9 +87,20 @@ class HttpSession:
             await self.request("GET", "/")
         return self.cookies["_xsrf"]
 
-    async def login(self, user: str) -> HTTPResponse:
-        token = await self.xsrf()
-        return await self.request("POST", "/login", form={"user": user, "_xsrf": token})
+    async def login(self, user: str, password: str | None = None) -> HTTPResponse:
+        """POST /login: the name alone (open mode), or with its password (accounts)."""
+        form = {"user": user, "_xsrf": await self.xsrf()}
+        if password is not None:
+            form["password"] = password
+        return await self.request("POST", "/login", form=form)
+
+    async def signup(self, user: str, password: str) -> HTTPResponse:
+        form = {"user": user, "password": password, "_xsrf": await self.xsrf()}
+        return await self.request("POST", "/signup", form=form)
+
+    async def change_password(self, old: str, new: str) -> HTTPResponse:
+        form = {"old": old, "new": new, "_xsrf": await self.xsrf()}
+        return await self.request("POST", "/password", form=form)
 
     async def logout(self) -> HTTPResponse:
         token = await self.xsrf()

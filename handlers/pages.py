@@ -4,15 +4,68 @@ from __future__ import annotations
 
 import secrets
 
+from accounts import Busy, Throttled
+from accounts.throttle import minutes
 from handlers.base import BaseHandler
 from handlers.names import NAME_RULE, is_valid_name
+from sessions.mixin import ACCOUNT_MARK
 
 # A stable id for one login, kept across session id regenerations, so logout
 # can close exactly this login's sockets on every instance.
 LOGIN_ID_BYTES = 16
 
+WRONG_PASSWORD = "That name and password do not match an account."
+BUSY = "Too many logins at once. Please try again in a moment."
+BUSY_RETRY_SECONDS = 2
 
-class MainHandler(BaseHandler):
+
+class PageHandler(BaseHandler):
+    """What the login, signup and password pages share."""
+
+    @property
+    def accounts_mode(self) -> bool:
+        return self.process.accounts is not None
+
+    def login_page(self, status: int = 200, error: str | None = None, form: str = "login",
+                   name: str = "", recheck: bool = False) -> None:
+        self.set_status(status)
+        self.render("login.html", error=error, form=form, name=name[:64], recheck=recheck,
+                    accounts=self.accounts_mode)
+
+    def too_many(self, retry_after: int, page: str = "login", name: str = "") -> None:
+        self.set_header("Retry-After", str(retry_after))
+        error = (f"Too many tries. Please try again in {minutes(retry_after)} "
+                 f"minute{'s' if minutes(retry_after) > 1 else ''}.")
+        if page == "password":
+            self.password_page(429, error)
+        else:
+            self.login_page(429, error, name=name)
+
+    def busy(self, page: str = "login", name: str = "") -> None:
+        self.set_header("Retry-After", str(BUSY_RETRY_SECONDS))
+        if page == "password":
+            self.password_page(503, BUSY)
+        else:
+            self.login_page(503, BUSY, name=name)
+
+    def password_page(self, status: int = 200, error: str | None = None) -> None:
+        self.set_status(status)
+        self.render("password.html", error=error, user=self.session_user or "")
+
+    async def start_login(self, user: str) -> None:
+        """A fresh session id for a new login of `user`; past the user's cap of
+        logins the oldest end, everywhere."""
+        login_id = secrets.token_urlsafe(LOGIN_ID_BYTES)
+        data: dict[str, object] = {"user": user, "login": login_id}
+        if self.accounts_mode:
+            data[ACCOUNT_MARK] = 1
+        await self.regenerate_session(data)
+        for pushed_out in await self.session_store.add_login(user, login_id):
+            await self.session_store.end_login(user, pushed_out)
+            await self.bus.end_login(pushed_out)
+
+
+class MainHandler(PageHandler):
     """GET /: the chat page when logged in (with a fresh session id), else the login page."""
 
     async def get(self) -> None:
@@ -22,31 +75,43 @@ class MainHandler(BaseHandler):
             # A stale cookie may only mean another tab of this browser gave the
             # session a new id a moment ago (every GET / does): the page asks
             # again with the browser's current cookie (static/login.js).
-            self.render("login.html", error=None, name="", recheck=self.session_cookie_stale)
+            self.login_page(recheck=self.session_cookie_stale)
             return
         if not await self.regenerate_session():
             # Logged out, or another tab moved the session a moment ago.
-            self.render("login.html", error=None, name="", recheck=True)
+            self.login_page(recheck=True)
             return
-        self.render("chat.html", user=user, instance=self.instance)
+        self.render("chat.html", user=user, instance=self.instance,
+                    accounts=self.accounts_mode)
 
 
-class LoginHandler(BaseHandler):
-    """POST /login: check the name, start a fresh session, go to the chat."""
+class LoginHandler(PageHandler):
+    """POST /login: check the name (and the password, in accounts mode), start a
+    fresh session, go to the chat."""
 
     async def post(self) -> None:
         name = self.get_body_argument("user", default="").strip()
         if not is_valid_name(name):
-            self.set_status(400)
-            self.render("login.html", error=f"A user name is {NAME_RULE}.", name=name[:64],
-                        recheck=False)
+            self.login_page(400, f"A user name is {NAME_RULE}.", name=name)
             return
-        login_id = secrets.token_urlsafe(LOGIN_ID_BYTES)
-        await self.regenerate_session({"user": name, "login": login_id})
-        # Past the user's cap of logins the oldest end, everywhere.
-        for pushed_out in await self.session_store.add_login(name, login_id):
-            await self.session_store.end_login(name, pushed_out)
-            await self.bus.end_login(pushed_out)
+        accounts = self.process.accounts
+        if accounts is None:
+            await self.start_login(name)
+            self.redirect("/")
+            return
+        password = self.get_body_argument("password", default="")
+        try:
+            account = await accounts.check(name, password, self.request.remote_ip or "")
+        except Throttled as refused:
+            self.too_many(refused.retry_after, name=name)
+            return
+        except Busy:
+            self.busy(name=name)
+            return
+        if account is None:
+            self.login_page(401, WRONG_PASSWORD, name=name)
+            return
+        await self.start_login(account.name)
         self.redirect("/")
 
 

@@ -45,13 +45,17 @@ def free_port_run(count: int, taken: set[int] | None = None) -> int:
     raise RuntimeError("no run of free ports")
 
 
-def settings_on_free_ports(instances: int, var: Path) -> StackSettings:
+def settings_on_free_ports(instances: int, var: Path, auth: str = "open") -> StackSettings:
     """A whole stack (own Redis, N instances, HAProxy) on ports nobody uses now.
 
     Its front door has the per-address limits off: the tests and bench tools that
     start these stacks send every client from 127.0.0.1, and a storm of 2,000
     reconnects or a suite's thousand logins would be throttled as one flooding
     address. tests/test_front_limits.py checks the limits on a front door of its own.
+
+    Open mode (a name is all a login takes) unless `auth="accounts"`: the chat
+    tests and load tools log in thousands of names, not accounts; the account
+    tests start stacks of their own in accounts mode.
     """
     taken: set[int] = set()
     port_base = free_port_run(instances, taken)
@@ -63,4 +67,5 @@ def settings_on_free_ports(instances: int, var: Path) -> StackSettings:
         redis_url="",
         var=var,
         edge=EdgeLimits.per_address_off(),
+        auth=auth,
     )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import metrics
+from accounts import Accounts, KdfParams
 from handlers.limits import SocketLimits
 from internals.wire import WireFrames
 from pubsub import Allowance, ChatBus, Keys, RateLimit, RoomCaps
@@ -60,6 +61,11 @@ class Config:
     drain_wait: float = 3.0
     # Over how long the sockets are closed with 1012.
     drain_spread: float = 3.0
+    # "accounts" (a name needs its password) or "open" (a name is all a login takes).
+    auth: str = "accounts"
+    kdf: KdfParams = field(default_factory=KdfParams)
+    # Threads for password hashing and checks (each takes at most one core).
+    password_threads: int = 1
 
 
 class ChatProcess:
@@ -76,6 +82,9 @@ class ChatProcess:
         )
         self.sessions = SessionStore(topology, config.key_prefix, config.session_idle_ttl,
                                      config.max_logins_per_user)
+        self.accounts = (Accounts.open(topology, config.key_prefix, config.kdf,
+                                       config.password_threads)
+                         if config.auth == "accounts" else None)
         self.keepalive = KeepAlive(config.ping_interval)
         self.wire = WireFrames()  # each fan-out message framed once for all its sockets
         # Set at a planned stop: /healthz answers 503 and new sockets are refused.
@@ -90,6 +99,8 @@ class ChatProcess:
 
     async def start(self) -> None:
         await self.bus.start()
+        if self.accounts is not None:
+            await self.accounts.start()
         self._tasks = [
             asyncio.create_task(
                 self.sockets.watch_sessions(self.sessions, self.config.session_check_interval),
@@ -119,6 +130,8 @@ class ChatProcess:
         for task in self._tasks:
             task.cancel()
         await self.bus.stop(timeout=left(STOP_RESERVE_SECONDS / 2))
+        if self.accounts is not None:
+            self.accounts.stop()
         try:
             await asyncio.wait_for(self.topology.aclose(), max(0.1, left()))
         except TimeoutError:

@@ -10,6 +10,10 @@ from sessions.store import SessionData, SessionStore
 
 SESSION_COOKIE = "jsessionid"
 
+# In a session's data: a password proved the user (accounts mode). Sessions of
+# the name-only login lack it, so an upgrade to accounts logs them out.
+ACCOUNT_MARK = "account"
+
 # How long a signed cookie stays acceptable to Tornado's signature check. The
 # real lifetime is the session's sliding expiry in Redis; this only has to be
 # longer than it.
@@ -62,8 +66,14 @@ class SessionMixin(_HandlerBase):
 
     @property
     def session_user(self) -> str | None:
+        """The logged-in user; in accounts mode only a session a password
+        started counts (one made by the name-only login is logged out)."""
         user = self.session.get("user")
-        return user if isinstance(user, str) else None
+        if not isinstance(user, str):
+            return None
+        if self.application.settings.get("accounts_only") and not self.session.get(ACCOUNT_MARK):
+            return None
+        return user
 
     async def regenerate_session(self, data: SessionData | None = None) -> bool:
         """Give the session a new id (keeping or replacing its data) and send the cookie.

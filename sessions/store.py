@@ -212,6 +212,10 @@ class SessionStore:
         popped: Any = await self.redis.zpopmin(key, excess)
         return [as_text(member) for member, _ in popped]
 
+    async def logins_of(self, user: str) -> list[str]:
+        """Every login of `user` on record (some may have expired meanwhile)."""
+        return [as_text(m) for m in await self.redis.zrange(self.user_logins_key(user), 0, -1)]
+
     async def end_login(self, user: str | None, login_id: str) -> None:
         """Forget a login that was pushed out: its current session, pointer and rooms."""
         current = as_text(await self.redis.get(self.login_key(login_id)))

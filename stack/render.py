@@ -127,6 +127,7 @@ def prepare(settings: StackSettings) -> dict[str, str]:
         # The instances' body limit is HAProxy's; whose forwarded headers they believe.
         CHAT_MAX_BODY_BYTES=str(settings.edge.max_body_bytes),
         CHAT_TRUSTED_PROXIES=settings.instance_trusted_proxies,
+        CHAT_AUTH=settings.auth,
     )
     # The instances read these themselves (supervisord hands its environment
     # down); an empty one is dropped so a stale value in our own environment

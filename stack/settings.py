@@ -103,6 +103,9 @@ class StackSettings:
     # Addresses whose X-Forwarded-For/-Proto the instances believe (a front door
     # on another host); empty: see `instance_trusted_proxies`.
     trusted_proxies: str = ""
+    # "accounts" (default: a name needs its password) or "open" (name only: demos,
+    # and the load tools and chat tests that log in thousands of names).
+    auth: str = "accounts"
 
     @property
     def instance_trusted_proxies(self) -> str:
@@ -156,4 +159,5 @@ class StackSettings:
                              or DEFAULT_SENTINEL_MASTER),
             edge=EdgeLimits.from_env(),
             trusted_proxies=os.environ.get("CHAT_TRUSTED_PROXIES", "").strip(),
+            auth=os.environ.get("CHAT_AUTH", "").strip() or "accounts",
         )

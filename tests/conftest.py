@@ -81,6 +81,33 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             shutil.copytree(var / "log", Path("test-artifacts") / "stack-log", dirs_exist_ok=True)
 
 
+@pytest.fixture(scope="session")
+def accounts_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A second whole stack, in accounts mode (the product's default): a name
+    needs its password. Tests that fail logins on it connect from a loopback
+    address of their own (`own_address`), so the throttle's per-address count
+    of one test never refuses another's."""
+    var: Path = tmp_path_factory.mktemp("accounts-stack")
+    running = Stack(settings_on_free_ports(2, var, auth="accounts"))
+    running.start()
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+        if os.environ.get("CHAT_KEEP_LOGS"):
+            shutil.copytree(var / "log", Path("test-artifacts") / "accounts-stack-log",
+                            dirs_exist_ok=True)
+
+
+_addresses = iter(range(2, 250))
+
+
+def own_address() -> str:
+    """A loopback address (127.0.0.x) no other test of this session connects from."""
+    return f"127.0.0.{next(_addresses)}"
+
+
 @pytest.fixture
 def instance_urls(stack: Stack) -> list[str]:
     return [f"http://127.0.0.1:{p}" for p in stack.settings.instance_ports()]
@@ -105,12 +132,14 @@ async def direct(instance_urls: list[str]) -> AsyncIterator[HttpSession]:
 @contextmanager
 def lone_instance(stack: Stack, *flags: str) -> Iterator[str]:
     """One more chat process with its own flags, on the stack's Redis and cookie
-    secret, outside HAProxy; its URL. Stopped (by pid) on exit."""
+    secret, outside HAProxy; its URL. Stopped (by pid) on exit. Open mode, as the
+    stack's, unless the flags say `--auth=accounts`."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "chat_server.py", f"--port={port}",
          f"--redis-url={stack.settings.effective_redis_url}",
-         f"--cookie-secret-file={stack.settings.var / 'cookie_secret'}", *flags],
+         f"--cookie-secret-file={stack.settings.var / 'cookie_secret'}", "--auth=open",
+         *flags],
         cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

@@ -76,6 +76,7 @@ def host_settings(net: HostNet, i: int, cluster: RedisCluster, var: Path) -> Sta
         address=net.address(i),
         starts_haproxy=False,
         redis_cluster=cluster.seeds,
+        auth="open",
     )
 
 
