@@ -22,6 +22,7 @@ from tornado.options import OptionParser
 
 import internals
 from accounts import AUTH_MODES, KdfParams
+from accounts.throttle import SIGNUPS_PER_ADDRESS_HOUR
 from handlers import ROUTES
 from handlers.edge import MAX_BODY_BYTES, EdgeHeaders, front_door_server, trusted_addresses
 from handlers.frames import MAX_TEXT_CHARS
@@ -140,6 +141,9 @@ def define_options(env: Mapping[str, str]) -> OptionParser:
            type=int, help="Argon2id memory per password hash, KiB")
     define("password_threads", default=int(env.get("CHAT_PASSWORD_THREADS", "1")), type=int,
            help="threads hashing and checking passwords, off the event loop")
+    define("signups_per_hour",
+           default=int(env.get("CHAT_SIGNUPS_PER_HOUR", SIGNUPS_PER_ADDRESS_HOUR)), type=int,
+           help="new accounts per client address per hour, over all instances (0: no limit)")
     define("trusted_proxies", default=env.get("CHAT_TRUSTED_PROXIES", ""),
            help="comma-separated addresses (a front door over TCP) whose X-Forwarded-For and "
                 "X-Forwarded-Proto are believed; the Unix socket's peer always is")
@@ -190,6 +194,7 @@ def config_from(options: OptionParser, instance: str, secret: str) -> Config:
         auth=options.auth,
         kdf=KdfParams(time_cost=options.argon2_time_cost, memory_kib=options.argon2_memory_kib),
         password_threads=max(1, options.password_threads),
+        signups_per_hour=options.signups_per_hour,
     )
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from accounts.passwords import Busy, KdfParams, Passwords
 from accounts.store import Account, AccountStore
-from accounts.throttle import LoginThrottle
+from accounts.throttle import SIGNUPS_PER_ADDRESS_HOUR, LoginThrottle
 from redisconn import Topology
 
 
@@ -29,9 +29,10 @@ class Accounts:
     passwords: Passwords
 
     @classmethod
-    def open(cls, topology: Topology, prefix: str, params: KdfParams,
-             threads: int) -> Accounts:
-        return cls(AccountStore(topology, prefix), LoginThrottle(topology, prefix),
+    def open(cls, topology: Topology, prefix: str, params: KdfParams, threads: int,
+             signups_per_hour: int = SIGNUPS_PER_ADDRESS_HOUR) -> Accounts:
+        return cls(AccountStore(topology, prefix),
+                   LoginThrottle(topology, prefix, signups_per_hour=signups_per_hour),
                    Passwords(params, threads))
 
     async def start(self) -> None:
@@ -40,8 +41,17 @@ class Accounts:
     def stop(self) -> None:
         self.passwords.stop()
 
-    async def sign_up(self, name: str, password: str) -> Account:
-        """The new account, or `Refused` (400: weak password; 409: name taken)."""
+    async def sign_up(self, name: str, password: str, address: str) -> Account:
+        """The new account, or `Refused` (400: weak password; 409: name taken);
+        `Throttled` past the address's signups this hour."""
+        ticket = await self.throttle.signup(address)
+        try:
+            return await self._create(name, password)
+        except (Refused, Busy):
+            await self.throttle.signup_refused(address, ticket)
+            raise
+
+    async def _create(self, name: str, password: str) -> Account:
         if await self.store.exists(name):  # spare the KDF; create() decides races
             raise Refused(409, NAME_TAKEN)
         problem = await self.passwords.problem(password, name)

@@ -20,6 +20,11 @@ WINDOW_SECONDS = 15 * 60
 FAILURES_PER_NAME_AND_ADDRESS = 5
 FAILURES_PER_ADDRESS = 50
 
+# Accounts never expire, so new ones are capped per client address: an office
+# behind one NAT address signs up a team in an hour, a script cannot fill Redis.
+SIGNUPS_PER_ADDRESS_HOUR = 20
+SIGNUP_WINDOW_SECONDS = 3600
+
 # A sorted set of attempts (member: a random ticket, score: when). Returns 0
 # and records the attempt, or the seconds until the oldest one leaves the
 # window, recording nothing. Redis's clock: every instance agrees.
@@ -56,12 +61,14 @@ class LoginThrottle:
     def __init__(self, topology: Topology, prefix: str = "",
                  per_name: int = FAILURES_PER_NAME_AND_ADDRESS,
                  per_address: int = FAILURES_PER_ADDRESS,
-                 window: int = WINDOW_SECONDS) -> None:
+                 window: int = WINDOW_SECONDS,
+                 signups_per_hour: int = SIGNUPS_PER_ADDRESS_HOUR) -> None:
         self.redis = topology.client
         self.prefix = prefix
         self.per_name = per_name
         self.per_address = per_address
         self.window = window
+        self.signups_per_hour = signups_per_hour
         self._admit = self.redis.register_script(_ADMIT_LUA)
 
     def address_key(self, address: str) -> str:
@@ -83,6 +90,26 @@ class LoginThrottle:
             await self.redis.zrem(by_address, ticket)
             raise Throttled(wait)
         return Attempt((by_address, by_name), ticket)
+
+    def signup_key(self, address: str) -> str:
+        return f"{self.prefix}signups:{{{address}}}"
+
+    async def signup(self, address: str) -> str | None:
+        """Write a signup from `address` down (its ticket), or raise `Throttled`;
+        None when signups are not counted (`signups_per_hour` 0)."""
+        if not self.signups_per_hour:
+            return None
+        ticket = secrets.token_hex(8)
+        wait = int(await self._admit(keys=[self.signup_key(address)],
+                                     args=[SIGNUP_WINDOW_SECONDS, self.signups_per_hour, ticket]))
+        if wait:
+            raise Throttled(wait)
+        return ticket
+
+    async def signup_refused(self, address: str, ticket: str | None) -> None:
+        """No account was made (name taken, weak password): it does not count."""
+        if ticket:
+            await self.redis.zrem(self.signup_key(address), ticket)
 
     async def succeeded(self, attempt: Attempt) -> None:
         """The password was right: strike the attempt off, and the name's earlier

@@ -36,9 +36,12 @@ class SignupHandler(AccountsOnly):
             self.login_page(400, f"A user name is {NAME_RULE}.", form="signup", name=name)
             return
         try:
-            account = await accounts.sign_up(name, password)
+            account = await accounts.sign_up(name, password, self.request.remote_ip or "")
         except Refused as refused:
             self.login_page(refused.status, refused.reason, form="signup", name=name)
+            return
+        except Throttled as refused:
+            self.too_many(refused.retry_after, name=name, form="signup")
             return
         except Busy:
             self.busy(name=name)

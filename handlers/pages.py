@@ -32,14 +32,15 @@ class PageHandler(BaseHandler):
         self.render("login.html", error=error, form=form, name=name[:64], recheck=recheck,
                     accounts=self.accounts_mode)
 
-    def too_many(self, retry_after: int, page: str = "login", name: str = "") -> None:
+    def too_many(self, retry_after: int, page: str = "login", name: str = "",
+                  form: str = "login") -> None:
         self.set_header("Retry-After", str(retry_after))
-        error = (f"Too many tries. Please try again in {minutes(retry_after)} "
-                 f"minute{'s' if minutes(retry_after) > 1 else ''}.")
+        wait = minutes(retry_after)
+        error = f"Too many tries. Please try again in {wait} minute{'s' if wait > 1 else ''}."
         if page == "password":
             self.password_page(429, error)
         else:
-            self.login_page(429, error, name=name)
+            self.login_page(429, error, form=form, name=name)
 
     def busy(self, page: str = "login", name: str = "") -> None:
         self.set_header("Retry-After", str(BUSY_RETRY_SECONDS))

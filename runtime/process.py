@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import metrics
 from accounts import Accounts, KdfParams
+from accounts.throttle import SIGNUPS_PER_ADDRESS_HOUR
 from handlers.limits import SocketLimits
 from internals.wire import WireFrames
 from pubsub import Allowance, ChatBus, Keys, RateLimit, RoomCaps
@@ -66,6 +67,8 @@ class Config:
     kdf: KdfParams = field(default_factory=KdfParams)
     # Threads for password hashing and checks (each takes at most one core).
     password_threads: int = 1
+    # New accounts per client address per hour (0: not counted).
+    signups_per_hour: int = SIGNUPS_PER_ADDRESS_HOUR
 
 
 class ChatProcess:
@@ -83,7 +86,7 @@ class ChatProcess:
         self.sessions = SessionStore(topology, config.key_prefix, config.session_idle_ttl,
                                      config.max_logins_per_user)
         self.accounts = (Accounts.open(topology, config.key_prefix, config.kdf,
-                                       config.password_threads)
+                                       config.password_threads, config.signups_per_hour)
                          if config.auth == "accounts" else None)
         self.keepalive = KeepAlive(config.ping_interval)
         self.wire = WireFrames()  # each fan-out message framed once for all its sockets

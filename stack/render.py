@@ -128,6 +128,7 @@ def prepare(settings: StackSettings) -> dict[str, str]:
         CHAT_MAX_BODY_BYTES=str(settings.edge.max_body_bytes),
         CHAT_TRUSTED_PROXIES=settings.instance_trusted_proxies,
         CHAT_AUTH=settings.auth,
+        CHAT_SIGNUPS_PER_HOUR=str(settings.edge.max_signups_per_address_hour),
     )
     # The instances read these themselves (supervisord hands its environment
     # down); an empty one is dropped so a stale value in our own environment

@@ -6,6 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# New accounts per client address per hour, counted by the instances in Redis.
+from accounts.throttle import SIGNUPS_PER_ADDRESS_HOUR
+
 # The largest request body an instance takes (HAProxy renders the same number).
 from handlers.edge import MAX_BODY_BYTES
 
@@ -46,6 +49,8 @@ class EdgeLimits:
     max_conns_per_address: int = MAX_CONNS_PER_ADDRESS
     max_new_conns_per_address: int = MAX_NEW_CONNS_PER_ADDRESS
     max_logins_per_address: int = MAX_LOGINS_PER_ADDRESS
+    # Counted by the instances (CHAT_SIGNUPS_PER_HOUR), a per-address limit all the same.
+    max_signups_per_address_hour: int = SIGNUPS_PER_ADDRESS_HOUR
     # Also each instance's --max-body-bytes (CHAT_MAX_BODY_BYTES), so both agree.
     max_body_bytes: int = MAX_BODY_BYTES
 
@@ -53,7 +58,7 @@ class EdgeLimits:
     def per_address_off(cls) -> EdgeLimits:
         """For stacks whose every client is on one address: tests and bench tools."""
         return cls(max_conns_per_address=0, max_new_conns_per_address=0,
-                   max_logins_per_address=0)
+                   max_logins_per_address=0, max_signups_per_address_hour=0)
 
     @classmethod
     def from_env(cls) -> EdgeLimits:
@@ -62,6 +67,7 @@ class EdgeLimits:
             max_new_conns_per_address=_int("CHAT_MAX_NEW_CONNS_PER_ADDRESS",
                                            MAX_NEW_CONNS_PER_ADDRESS),
             max_logins_per_address=_int("CHAT_MAX_LOGINS_PER_ADDRESS", MAX_LOGINS_PER_ADDRESS),
+            max_signups_per_address_hour=_int("CHAT_SIGNUPS_PER_HOUR", SIGNUPS_PER_ADDRESS_HOUR),
             max_body_bytes=_int("CHAT_MAX_BODY_BYTES", MAX_BODY_BYTES),
         )
 

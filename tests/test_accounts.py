@@ -354,3 +354,26 @@ async def test_open_mode_has_no_signup_or_password(stack: Stack, front: HttpSess
     assert (await front.change_password("a", "b")).code == 404
     assert (await front.request("GET", "/password")).code == 404
     assert (await front.request("POST", "/signup", form={})).code == 404  # no XSRF: still 404
+
+
+async def test_signups_per_address_are_capped(accounts_stack: Stack) -> None:
+    """Accounts never expire, so one address makes a bounded number an hour;
+    a refused signup (name taken, weak password) does not count."""
+    with lone_instance(accounts_stack, "--auth=accounts", "--signups-per-hour=2") as url:
+        http = HttpSession(url, source_address=own_address())
+        try:
+            first = unique("pat")
+            assert (await http.signup(first, strong())).code == 302
+            assert (await http.signup(first, strong())).code == 409
+            assert (await http.signup(unique("pat"), "password")).code == 400
+            assert (await http.signup(unique("pat"), strong())).code == 302
+            refused = await http.signup(unique("pat"), strong())
+            assert refused.code == 429 and 0 < int(refused.headers["Retry-After"]) <= 3600
+            assert "Too many tries" in reason(refused)
+            elsewhere = HttpSession(url, source_address=own_address())
+            try:
+                assert (await elsewhere.signup(unique("pat"), strong())).code == 302
+            finally:
+                elsewhere.close()
+        finally:
+            http.close()
