@@ -377,3 +377,16 @@ async def test_signups_per_address_are_capped(accounts_stack: Stack) -> None:
                 elsewhere.close()
         finally:
             http.close()
+
+
+def test_no_password_or_hash_reaches_the_logs(accounts_stack: Stack) -> None:
+    """Runs last in this module: every password above started with "pw-" (and
+    "password123", "Tr0ub4dor", "password1" were typed); no log line holds one,
+    nor an Argon2 hash."""
+    logs = sorted((accounts_stack.settings.var / "log").glob("*.log"))
+    seen = "".join(p.read_text(errors="replace") for p in logs if p.name.startswith("chat"))
+    assert "401 POST /login" in seen and "409 POST /signup" in seen  # the logs saw them
+    for path in logs:
+        text = path.read_text(errors="replace")
+        for secret in ("pw-", "$argon2", "Tr0ub4dor", "password123"):
+            assert secret not in text, f"{secret!r} in {path.name}"
