@@ -1,13 +1,16 @@
 """Shared pieces of the browser tests: one Debian Chromium, a context per user, page helpers.
 
 Import the fixtures into a test module (`from tests.browser_support import
-browser, open_user`) to use them there.
+browser, open_user`) to use them there; `open_account_user` is the same on the
+accounts-mode stack.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +79,10 @@ def browser() -> Iterator[Browser]:
 OpenUser = Callable[..., Page]
 
 
-@pytest.fixture
-def open_user(browser: Browser, stack: Stack) -> Iterator[OpenUser]:
-    """A new context (one simulated user) and a page in it; closed at the end of the test.
+@contextmanager
+def user_contexts(browser: Browser, stack: Stack) -> Iterator[OpenUser]:
+    """Opens a new context (one simulated user) and a page in it on `stack`, per
+    call; every context is closed on leaving.
 
     `instance=n` pins the context to chat instance n with HAProxy's cookie
     before its first request.
@@ -99,6 +103,21 @@ def open_user(browser: Browser, stack: Stack) -> Iterator[OpenUser]:
     yield make
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def open_user(browser: Browser, stack: Stack) -> Iterator[OpenUser]:
+    """A new context (one simulated user) and a page in it on the shared (open mode)
+    stack; closed at the end of the test. `instance=n` pins it to chat instance n."""
+    with user_contexts(browser, stack) as make:
+        yield make
+
+
+@pytest.fixture
+def open_account_user(browser: Browser, accounts_stack: Stack) -> Iterator[OpenUser]:
+    """As `open_user`, on the accounts-mode stack (a name needs its password)."""
+    with user_contexts(browser, accounts_stack) as make:
+        yield make
 
 
 def log_in(page: Page, name: str) -> None:
@@ -238,3 +257,51 @@ def wait_for_room_message(page: Page, room: str, user: str, text: str) -> None:
 def expect_people(page: Page, names: list[str], timeout: float = TIMEOUT_MS) -> None:
     """The current room's people list is exactly `names` (shown sorted)."""
     expect(page.locator("#people li")).to_have_text(sorted(names), timeout=timeout)
+
+
+# -- accounts (on the accounts-mode stack) ---------------------------------------
+
+
+def strong_password() -> str:
+    """A password no list knows: the server refuses well-known ones."""
+    return f"pw-{uuid.uuid4().hex}"
+
+
+def fill_sign_up(page: Page, name: str, password: str) -> None:
+    """On the login page: fill the signup form by its labels and press Enter."""
+    page.get_by_label("Pick a name").fill(name)
+    page.get_by_label("Choose a password").fill(password)
+    page.get_by_label("Choose a password").press("Enter")
+
+
+def fill_log_in(page: Page, name: str, password: str) -> None:
+    """On the login page: fill the login form by its labels and press Enter."""
+    form = page.locator("#login-form")
+    form.get_by_label("Name", exact=True).fill(name)
+    form.get_by_label("Password", exact=True).fill(password)
+    form.get_by_label("Password", exact=True).press("Enter")
+
+
+def sign_up(page: Page, name: str, password: str) -> None:
+    """A new account from the login page; lands on the chat page, online."""
+    page.goto("/")
+    fill_sign_up(page, name, password)
+    expect_online(page, name)
+
+
+def log_in_with_password(page: Page, name: str, password: str) -> None:
+    """From the login page to an online chat page as `name`, with its password."""
+    page.goto("/")
+    fill_log_in(page, name, password)
+    expect_online(page, name)
+
+
+def expect_logged_out(page: Page) -> None:
+    """The login page, and it stays: the session is gone for this context too."""
+    expect(page.locator("body")).to_have_class("login-page")
+    expect(page.locator("#login-form")).to_be_visible()
+    expect(page.locator("#me")).to_have_count(0)
+    if page.locator("script[src*='login.js']").count():
+        # A stale cookie: the page asks /session again before it settles (static/login.js).
+        expect(page.locator("body")).to_have_attribute("data-recheck", "done")
+    assert page.request.get("/session").status == 401
