@@ -13,10 +13,11 @@ from redisconn import Topology
 class Refused(Exception):
     """A signup or password change refused with a reason for the user (400 or 409)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, field: str | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.field = field  # the form field at fault ("name", "password"), if one is
 
 
 NAME_TAKEN = "That name is taken. Pick another, or log in if it is yours."
@@ -53,13 +54,13 @@ class Accounts:
 
     async def _create(self, name: str, password: str) -> Account:
         if await self.store.exists(name):  # spare the KDF; create() decides races
-            raise Refused(409, NAME_TAKEN)
+            raise Refused(409, NAME_TAKEN, "name")
         problem = await self.passwords.problem(password, name)
         if problem:
-            raise Refused(400, problem)
+            raise Refused(400, problem, "password")
         password_hash = await self.passwords.hash(password)
         if not await self.store.create(name, password_hash):
-            raise Refused(409, NAME_TAKEN)
+            raise Refused(409, NAME_TAKEN, "name")
         return Account(name, password_hash)
 
     async def check(self, name: str, password: str, address: str) -> Account | None:
@@ -85,7 +86,7 @@ class Accounts:
         """Store `new` for an account whose old password was just checked."""
         problem = await self.passwords.problem(new, account.name)
         if problem:
-            raise Refused(400, problem)
+            raise Refused(400, problem, "new")
         new_hash = await self.passwords.hash(new)
         if not await self.store.replace_hash(account.name, account.password_hash, new_hash):
             raise Refused(409, "The password was changed meanwhile. Please try again.")

@@ -33,18 +33,20 @@ class SignupHandler(AccountsOnly):
         name = self.get_body_argument("user", default="").strip()
         password = self.get_body_argument("password", default="")
         if not is_valid_name(name):
-            self.login_page(400, f"A user name is {NAME_RULE}.", form="signup", name=name)
+            self.login_page(400, f"A user name is {NAME_RULE}.", form="signup", name=name,
+                            fault="name")
             return
         try:
             account = await accounts.sign_up(name, password, self.request.remote_ip or "")
         except Refused as refused:
-            self.login_page(refused.status, refused.reason, form="signup", name=name)
+            self.login_page(refused.status, refused.reason, form="signup", name=name,
+                            fault=refused.field)
             return
         except Throttled as refused:
             self.too_many(refused.retry_after, name=name, form="signup")
             return
         except Busy:
-            self.busy(name=name)
+            self.busy(name=name, form="signup")
             return
         await self.start_login(account.name)
         self.redirect("/")
@@ -76,7 +78,7 @@ class PasswordHandler(AccountsOnly):
         try:
             account = await accounts.check(user, old, self.request.remote_ip or "")
             if account is None:
-                self.password_page(401, WRONG_OLD_PASSWORD)
+                self.password_page(401, WRONG_OLD_PASSWORD, fault="old")
                 return
             await accounts.change_password(account, new)
         except Throttled as refused:
@@ -86,7 +88,7 @@ class PasswordHandler(AccountsOnly):
             self.busy(page="password")
             return
         except Refused as refused:
-            self.password_page(refused.status, refused.reason)
+            self.password_page(refused.status, refused.reason, fault=refused.field)
             return
         for other in await self.session_store.logins_of(user):
             if other != login_id:

@@ -27,10 +27,11 @@ class PageHandler(BaseHandler):
         return self.process.accounts is not None
 
     def login_page(self, status: int = 200, error: str | None = None, form: str = "login",
-                   name: str = "", recheck: bool = False) -> None:
+                   name: str = "", recheck: bool = False, fault: str | None = None) -> None:
+        """`form`: which form the error is about; `fault`: which field of it."""
         self.set_status(status)
         self.render("login.html", error=error, form=form, name=name[:64], recheck=recheck,
-                    accounts=self.accounts_mode)
+                    accounts=self.accounts_mode, fault=fault)
 
     def too_many(self, retry_after: int, page: str = "login", name: str = "",
                   form: str = "login") -> None:
@@ -42,16 +43,17 @@ class PageHandler(BaseHandler):
         else:
             self.login_page(429, error, form=form, name=name)
 
-    def busy(self, page: str = "login", name: str = "") -> None:
+    def busy(self, page: str = "login", name: str = "", form: str = "login") -> None:
         self.set_header("Retry-After", str(BUSY_RETRY_SECONDS))
         if page == "password":
             self.password_page(503, BUSY)
         else:
-            self.login_page(503, BUSY, name=name)
+            self.login_page(503, BUSY, form=form, name=name)
 
-    def password_page(self, status: int = 200, error: str | None = None) -> None:
+    def password_page(self, status: int = 200, error: str | None = None,
+                      fault: str | None = None) -> None:
         self.set_status(status)
-        self.render("password.html", error=error, user=self.session_user or "")
+        self.render("password.html", error=error, user=self.session_user or "", fault=fault)
 
     async def start_login(self, user: str) -> None:
         """A fresh session id for a new login of `user`; past the user's cap of
