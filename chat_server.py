@@ -144,6 +144,8 @@ def define_options(env: Mapping[str, str]) -> OptionParser:
     define("signups_per_hour",
            default=int(env.get("CHAT_SIGNUPS_PER_HOUR", SIGNUPS_PER_ADDRESS_HOUR)), type=int,
            help="new accounts per client address per hour, over all instances (0: no limit)")
+    define("admins", default=env.get("CHAT_ADMINS", ""),
+           help="comma-separated users who may do anything a room's owner may, in every room")
     define("trusted_proxies", default=env.get("CHAT_TRUSTED_PROXIES", ""),
            help="comma-separated addresses (a front door over TCP) whose X-Forwarded-For and "
                 "X-Forwarded-Proto are believed; the Unix socket's peer always is")
@@ -195,6 +197,7 @@ def config_from(options: OptionParser, instance: str, secret: str) -> Config:
         kdf=KdfParams(time_cost=options.argon2_time_cost, memory_kib=options.argon2_memory_kib),
         password_threads=max(1, options.password_threads),
         signups_per_hour=options.signups_per_hour,
+        admins=frozenset(name.strip() for name in options.admins.split(",") if name.strip()),
     )
 
 

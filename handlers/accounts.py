@@ -7,8 +7,8 @@ import tornado.web
 
 from accounts import Busy, Throttled
 from accounts.service import Refused
-from handlers.names import NAME_RULE, is_valid_name
 from handlers.pages import PageHandler
+from rooms.names import NAME_RULE, is_valid_name
 
 WRONG_OLD_PASSWORD = "The current password is not right."
 

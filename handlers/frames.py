@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from handlers.names import NAME_RULE, is_valid_name
 from pubsub import Refused, StreamId, parse_id
+from rooms.names import NAME_RULE, is_room_name, is_valid_name
 
 # docs/protocol.md defaults.
 MAX_TEXT_CHARS = 4000
@@ -50,7 +50,37 @@ class Typing:
     room: str
 
 
-ClientFrame = Join | Leave | Chat | History | Typing
+@dataclass(frozen=True)
+class Create:
+    room: str
+    private: bool
+
+
+@dataclass(frozen=True)
+class Moderate:
+    """invite, role, kick, ban, unban, mute: an action of `kind` on `user` in `room`."""
+
+    kind: str
+    room: str
+    user: str
+    role: str = ""
+    seconds: int = 0
+
+
+@dataclass(frozen=True)
+class DirectMessage:
+    user: str
+
+
+@dataclass(frozen=True)
+class Audit:
+    room: str
+
+
+MODERATION = ("invite", "role", "kick", "ban", "unban", "mute")
+
+ClientFrame = (Join | Leave | Chat | History | Typing | Create | Moderate | DirectMessage
+               | Audit)
 
 
 def _text(obj: dict[str, object], name: str) -> str:
@@ -66,13 +96,45 @@ def _text(obj: dict[str, object], name: str) -> str:
     return value
 
 
-def _room(obj: dict[str, object]) -> str:
+def _room(obj: dict[str, object], typed: bool = False) -> str:
+    """The frame's room: a typed name, or (unless `typed`) a direct message's."""
     room = obj.get("room")
     if not isinstance(room, str):
         raise FrameError("bad_frame", "'room' must be a string")
-    if not is_valid_name(room):
+    if not (is_valid_name(room) if typed else is_room_name(room)):
         raise FrameError("bad_room", f"a room name is {NAME_RULE}")
     return room
+
+
+def _user(obj: dict[str, object]) -> str:
+    user = obj.get("user")
+    if not isinstance(user, str):
+        raise FrameError("bad_frame", "'user' must be a string")
+    if not is_valid_name(user):
+        raise FrameError("unknown_user", "there is no such user")
+    return user
+
+
+def _moderate(kind: str, obj: dict[str, object]) -> Moderate:
+    room, user = _room(obj), _user(obj)
+    if kind == "role":
+        role = obj.get("role")
+        if role not in ("moderator", "member"):
+            raise FrameError("bad_frame", "'role' must be 'moderator' or 'member'")
+        return Moderate(kind, room, user, role=str(role))
+    if kind == "mute":
+        seconds = obj.get("seconds")
+        if not isinstance(seconds, int) or isinstance(seconds, bool):
+            raise FrameError("bad_frame", "'seconds' must be a whole number")
+        return Moderate(kind, room, user, seconds=seconds)
+    return Moderate(kind, room, user)
+
+
+def _create(obj: dict[str, object]) -> Create:
+    private = obj.get("private", False)
+    if not isinstance(private, bool):
+        raise FrameError("bad_frame", "'private' must be true or false")
+    return Create(room=_room(obj, typed=True), private=private)
 
 
 def message_id(obj: dict[str, object], name: str) -> StreamId | None:
@@ -130,4 +192,12 @@ def parse_frame(raw: str | bytes, max_text: int = MAX_TEXT_CHARS) -> ClientFrame
         return _history(obj)
     if kind == "typing":
         return Typing(room=_room(obj))
+    if kind in MODERATION:
+        return _moderate(str(kind), obj)
+    if kind == "create":
+        return _create(obj)
+    if kind == "dm":
+        return DirectMessage(user=_user(obj))
+    if kind == "audit":
+        return Audit(room=_room(obj))
     raise FrameError("bad_frame", "unknown frame type")

@@ -7,7 +7,7 @@ import secrets
 from accounts import Busy, Throttled
 from accounts.throttle import minutes
 from handlers.base import BaseHandler
-from handlers.names import NAME_RULE, is_valid_name
+from rooms.names import NAME_RULE, is_valid_name
 from sessions.mixin import ACCOUNT_MARK
 
 # A stable id for one login, kept across session id regenerations, so logout

@@ -16,11 +16,15 @@ from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 import metrics
 from handlers.base import REDIS_FULL, set_security_headers
 from handlers.frames import (
+    Audit,
     Chat,
+    Create,
+    DirectMessage,
     FrameError,
     History,
     Join,
     Leave,
+    Moderate,
     Typing,
     message_id,
     parse_frame,
@@ -183,10 +187,15 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         if not alive:
             self.end_session()
             return
-        # `rooms`: the rooms this login had joined besides the lobby, for the
-        # client to join again after a refresh.
+        try:
+            belongs = await self.process.rooms.rooms_of_user(self.user)
+        except (RedisError, OSError):
+            HELLO_ROOMS_LOST.inc()
+            belongs = []
+        # `rooms`: the rooms this login had joined besides the lobby, and the
+        # private rooms and DMs the user belongs to, for the client to join.
         self.send_frame(frame("hello", user=self.user, instance=self.process.instance,
-                              rooms=[r for r in rooms if r != LOBBY]))
+                              rooms=sorted(set(rooms + belongs) - {LOBBY})))
         # `/ws?after=ID` resumes the lobby from ID, like a join frame's `after`,
         # so a reconnecting client gets the lobby gap-free without a second join.
         try:
@@ -196,7 +205,11 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             after = None
         forget_handshake(self)
         try:
-            await self.bus.join(self, LOBBY, after)
+            since = self.bus.now()
+            await self.bus.admission.may_enter(self.user, LOBBY, self.admin)
+            await self.bus.join(self, LOBBY, after, since)
+        except Refused as refused:
+            self._refuse(refused.code, refused.reason)
         except (RedisError, OSError, TimeoutError):
             self._refuse("unavailable", "could not join the lobby; try again")
 
@@ -240,6 +253,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
                 await self._history(parsed)
             elif isinstance(parsed, Typing):
                 await self._typing(parsed)
+            else:
+                await self._room_frame(parsed)
         except Refused as error:  # FrameError too: refused, the socket stays
             self._refuse(error.code, error.reason)
         except NotReplicated:
@@ -268,14 +283,52 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             raise FrameError(
                 "bad_room", f"at most {self.limits.max_rooms_per_socket} rooms per connection"
             )
-        await self.bus.admit_join(self.user, join.room)
-        await self.bus.join(self, join.room, join.after)
+        since = self.bus.now()  # before the room's rule is asked: a kick after it counts
+        await self.bus.admit_join(self.user, join.room, self.admin)
+        await self.bus.join(self, join.room, join.after, since)
         if self.login_id and join.room != LOBBY:
             await self.session_store.add_room(self.login_id, join.room)
 
+    @property
+    def admin(self) -> bool:
+        return self.process.rooms.is_admin(self.user)
+
+    async def _room_frame(self, parsed: Create | Moderate | DirectMessage | Audit) -> None:
+        """create, invite, role, kick, ban, unban, mute, dm, audit (rooms/moderation.py)."""
+        rooms = self.process.rooms
+        if isinstance(parsed, Create):
+            await rooms.create(self.user, parsed.room, parsed.private)
+            await self._join(Join(parsed.room, None))
+        elif isinstance(parsed, DirectMessage):
+            room = await rooms.dm(self.user, parsed.user)
+            self.send_frame(frame("dm", user=parsed.user, room=room))
+        elif isinstance(parsed, Audit):
+            entries = await rooms.audit(self.user, parsed.room)
+            self.send_frame(frame("audit", room=parsed.room, entries=entries))
+        else:
+            if parsed.kind == "invite":
+                await rooms.invite(self.user, parsed.room, parsed.user)
+            elif parsed.kind == "role":
+                await rooms.set_role(self.user, parsed.room, parsed.user, parsed.role)
+            elif parsed.kind in ("kick", "ban"):
+                await rooms.kick(self.user, parsed.room, parsed.user, ban=parsed.kind == "ban")
+            elif parsed.kind == "unban":
+                await rooms.unban(self.user, parsed.room, parsed.user)
+            elif parsed.kind == "mute":
+                await rooms.mute(self.user, parsed.room, parsed.user, parsed.seconds)
+            # (ext) The sender learns the action is stored and ordered everywhere.
+            self.send_frame(frame("moderated", action=parsed.kind, room=parsed.room,
+                                  user=parsed.user))
+
+    async def _not_joined(self, room: str, doing: str) -> FrameError:
+        """The refusal for a frame about a room this socket has not joined:
+        `forbidden` if the user may not read it at all, else `not_joined`."""
+        await self.process.rooms.check_read(room, self.user)
+        return FrameError("not_joined", f"join the room before {doing}")
+
     async def _history(self, request: History) -> None:
         if not self.bus.is_member(self, request.room):
-            raise FrameError("not_joined", "join the room before reading its history")
+            raise await self._not_joined(request.room, "reading its history")
         now = time.monotonic()
         self.history_tokens = min(
             HISTORY_BURST, self.history_tokens + (now - self.history_at) * HISTORY_PER_SECOND)
@@ -283,6 +336,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         if self.history_tokens < 1:
             raise FrameError("rate_limited", "too many history requests; wait a moment")
         self.history_tokens -= 1
+        # Joined is not enough: a ban on another instance a moment ago counts.
+        await self.process.rooms.check_read(request.room, self.user)
         page, more = await self.bus.history_page(request.room, request.before, request.limit)
         # A page of long messages is kept under HISTORY_FRAME_MAX_CHARS: the
         # newest of it (the client pages on backwards from its oldest id).
@@ -313,7 +368,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
 
     async def _chat(self, chat: Chat) -> None:
         if not self.bus.is_member(self, chat.room):
-            raise FrameError("not_joined", "join the room before writing to it")
+            raise await self._not_joined(chat.room, "writing to it")
         now = time.monotonic()
         if self.unsent_cid and chat.cid != self.unsent_cid and now < self.unsent_until:
             # An earlier chat of this socket was refused and not resent yet: a
@@ -322,7 +377,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             raise FrameError("unavailable", "an earlier message is not stored yet; resend it first")
         try:
             published = await self.bus.publish(chat.room, self.user, chat.text, chat.cid,
-                                               self.login_id)
+                                               self.login_id, self.admin)
         except NotReplicated:
             raise  # stored: nothing to hold back
         except (RedisError, OSError, TimeoutError):
@@ -331,6 +386,10 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             raise
         if chat.cid == self.unsent_cid:
             self.unsent_cid = ""
+        if published.forbidden:
+            raise FrameError("forbidden", "you may not write to this room")
+        if published.muted:
+            raise FrameError("muted", "you are muted in this room for now")
         if published.rate_limited:
             if published.strikes >= self.limits.abuse_strikes:
                 ABUSERS.inc()

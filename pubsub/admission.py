@@ -12,6 +12,8 @@ from pubsub.keys import Keys
 from pubsub.publish import DEFAULT_ROOM_IDLE_SECONDS
 from pubsub.scripts import BUCKET_LUA, NOW_LUA
 from redisconn import RedisClient
+from rooms.access import ACCESS_LUA
+from rooms.names import dm_users
 
 LOBBY = "lobby"
 
@@ -34,10 +36,12 @@ bucket_take(KEYS[1], level, now, tonumber(ARGV[3]))
 return 1
 """
 
-# KEYS: room meta, room stream. ARGV: idle seconds. 1: the room exists (its
-# idle expiry starts over), 0: it does not.
-_TOUCH_ROOM_LUA = """
+# KEYS: room meta, room stream. ARGV: idle seconds, user, '1' for an admin.
+# 1: the room exists and the user may read it (its idle expiry starts over),
+# 0: it does not exist, -1: the user may not (rooms/access.py).
+_ENTER_ROOM_LUA = NOW_LUA + ACCESS_LUA + """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then return 0 end
+if room_access(KEYS[1], ARGV[2], ARGV[3], now) == 1 then return -1 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
@@ -79,7 +83,7 @@ class Admission:
         self.keys = keys
         self.allowance = allowance or Allowance()
         self._take = redis.register_script(_TAKE_LUA)
-        self._touch_room = redis.register_script(_TOUCH_ROOM_LUA)
+        self._enter_room = redis.register_script(_ENTER_ROOM_LUA)
         self._count_new_room = redis.register_script(_COUNT_NEW_ROOM_LUA)
 
     async def take_turn(self, user: str) -> None:
@@ -92,22 +96,39 @@ class Admission:
         if not int(taken):
             raise Refused("rate_limited", "too many joins and leaves; wait a moment")
 
-    async def enter(self, user: str, room: str) -> None:
-        """A join of `room`: counts a turn and, if the room is new, one of the
-        user's rooms for today (Refused past either)."""
+    async def enter(self, user: str, room: str, admin: bool = False) -> None:
+        """A join of `room`: counts a turn, asks the room's rule (Refused
+        forbidden) and, if the room is new, spends one of the user's rooms for
+        today (Refused past it) and makes the user its owner."""
         await self.take_turn(user)
-        if room == LOBBY:
-            return
+        await self.may_enter(user, room, admin)
+
+    async def may_enter(self, user: str, room: str, admin: bool = False) -> None:
+        """The room's rule alone, for a join that spends no turn (the lobby at
+        connect); a new room is created with `user` as its owner."""
         a, k = self.allowance, self.keys
-        if int(await self._touch_room(keys=[k.room_meta(room), k.stream(room)],
-                                      args=[a.room_idle_seconds])):
+        found = int(await self._enter_room(keys=[k.room_meta(room), k.stream(room)],
+                                           args=[a.room_idle_seconds, user,
+                                                 "1" if admin else "0"]))
+        if found == -1:
+            raise Refused("forbidden", "you may not enter this room")
+        if found == 1 or room == LOBBY:
             return
-        allowed = await self._count_new_room(keys=[k.rooms_made(user)],
+        if dm_users(room) is not None:
+            raise Refused("bad_room", "no such direct message; ask for it with a dm frame")
+        await self.count_new_room(user)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            # The first joiner owns a new public room (a racing one finds it taken).
+            pipe.hsetnx(k.room_meta(room), "owner", user)
+            pipe.hsetnx(k.room_meta(room), "created_by", user)
+            pipe.expire(k.room_meta(room), a.room_idle_seconds)
+            await pipe.execute()
+
+    async def count_new_room(self, user: str) -> None:
+        """Spend one of the user's new rooms for today; Refused(rate_limited) past it."""
+        a = self.allowance
+        allowed = await self._count_new_room(keys=[self.keys.rooms_made(user)],
                                              args=[a.rooms_per_day, DAY_SECONDS])
         if not int(allowed):
             raise Refused("rate_limited",
                           f"at most {a.rooms_per_day} new rooms a day; join an existing one")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hsetnx(k.room_meta(room), "created_by", user)
-            pipe.expire(k.room_meta(room), a.room_idle_seconds)
-            await pipe.execute()

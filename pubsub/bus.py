@@ -16,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 import metrics
-from pubsub.admission import Admission, Allowance
+from pubsub.admission import Admission, Allowance, Refused
 from pubsub.codec import ZERO_ID, StreamId, frame, pack, unpack
 from pubsub.fanout import Cursor, Fanout, Member
 from pubsub.history import Entry, History
@@ -38,6 +38,8 @@ STOP_WAIT_SECONDS = 5.0
 # `reset` (reason trimmed) and the recent messages, and the client pages back
 # with `history` if it wants more.
 REPLAY_MAX_MESSAGES = 1000
+# How long a kick is remembered for joins that were under way when it came.
+KICK_MEMORY_SECONDS = 30.0
 # History goes out in chunks of about this many characters (at most 4 bytes
 # each, so well under the slow-consumer bound); the next waits for the socket
 # to take the last.
@@ -57,11 +59,13 @@ class ChatBus:
         wait_replicas: int = 0,
         allowance: Allowance | None = None,
         on_login_ended: Callable[[str], None] | None = None,
+        on_room_order: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
         """`keys.sharded` must match the topology's (shard channels on a Cluster).
 
         `on_login_ended(login)`: a login ended (logout, pushed out) on some
-        instance; close its sockets here.
+        instance; close its sockets here. `on_room_order(order)`: a kick, ban
+        or invitation (rooms/moderation.py) for a user; tell its sockets here.
         """
         self.topology = topology
         redis = self.redis = topology.client
@@ -75,6 +79,11 @@ class ChatBus:
         self.fanout = Fanout()
         self.repairs = Repairs(self.history, self.fanout, REDIS_ERRORS.inc)
         self.on_login_ended = on_login_ended or (lambda login: None)
+        self.on_room_order = on_room_order or (lambda order: None)
+        # (room, user) -> when (loop time) a kick or ban for them was heard here:
+        # a join that was under way then (its check passed before the kick)
+        # is cut off all the same.
+        self._kicked: dict[tuple[str, str], float] = {}
         # How many local sockets each (room, user) has: presence changes on 0 <-> 1.
         self._local: Counter[tuple[str, str]] = Counter()
         self._rooms_by_channel: dict[bytes, str] = {}
@@ -132,11 +141,24 @@ class ChatBus:
 
     async def end_login(self, login_id: str) -> None:
         """Close every socket of this login on every instance."""
-        await self._publish_live(self._control.decode(), pack({"t": "end", "login": login_id}))
+        await self.publish_control({"t": "end", "login": login_id})
+
+    async def publish_control(self, order: dict[str, object]) -> None:
+        """An order to every instance (this one included) on the control channel."""
+        await self._publish_live(self._control.decode(), pack(order))
+
+    def now(self) -> float:
+        """The clock `join(since=)` and the kick memory use (the event loop's)."""
+        return asyncio.get_running_loop().time()
+
+    def kicked_since(self, room: str, user: str, since: float) -> bool:
+        """Whether a kick or ban of `user` from `room` was heard at or after `since`."""
+        return self._kicked.get((room, user), float("-inf")) >= since
 
     # -- rooms -----------------------------------------------------------
 
-    async def join(self, member: Member, room: str, after: StreamId | None) -> None:
+    async def join(self, member: Member, room: str, after: StreamId | None,
+                   since: float | None = None) -> None:
         """Join `room`: history (all after `after`, or the recent part), then live.
 
         Joining a room the member is already in restarts it from `after`. A
@@ -145,8 +167,13 @@ class ChatBus:
         History goes out paced by the member's own draining, so an honest
         reader always gets it whole and a member that stops reading, or goes,
         stops the replay (nothing more is read from Redis for it).
+
+        `since` (`now()` before the room's rule was asked): a kick or ban of
+        the member's user heard after it ends the join with Refused(forbidden),
+        even if it came while the history was being sent.
         """
         key = (room, member.user)
+        since = self.now() if since is None else since
         first_of_user = False
         if not self.fanout.is_member(member, room):
             self._local[key] += 1
@@ -163,14 +190,20 @@ class ChatBus:
             ):
                 member.send_frame(frame("reset", room=room, reason="trimmed"))
                 after = None
+            allowed = (lambda: not self.kicked_since(room, member.user, since)  # noqa: E731
+                       and self.fanout.is_member(member, room))
             if after is None:
-                sent = await self._send_paced(member, cursor, await self.history.recent(room))
+                sent = await self._send_paced(member, cursor, await self.history.recent(room),
+                                              allowed)
             else:
-                sent = await self._replay(member, room, cursor)
+                sent = await self._replay(member, room, cursor, allowed)
             while sent and cursor.overflowed:
                 # Live messages came faster than the replay: read them from the stream.
                 cursor.hold_live()
-                sent = await self._replay(member, room, cursor)
+                sent = await self._replay(member, room, cursor, allowed)
+            if self.kicked_since(room, member.user, since):
+                await self._forget(member, room)
+                raise Refused("forbidden", "you were removed from this room")
             if not sent:
                 await self._forget(member, room)
                 return
@@ -183,19 +216,24 @@ class ChatBus:
             raise
         member.send_frame(frame("presence", room=room, users=users))
 
-    async def _replay(self, member: Member, room: str, cursor: Cursor) -> bool:
+    async def _replay(self, member: Member, room: str, cursor: Cursor,
+                      allowed: Callable[[], bool]) -> bool:
         """Everything stored after the cursor, a page at a time; False if the member went."""
         async for page in self.history.after(room, cursor.last):
-            if not await self._send_paced(member, cursor, page):
+            if not await self._send_paced(member, cursor, page, allowed):
                 return False
         return True
 
     @staticmethod
-    async def _send_paced(member: Member, cursor: Cursor, entries: list[Entry]) -> bool:
+    async def _send_paced(member: Member, cursor: Cursor, entries: list[Entry],
+                          allowed: Callable[[], bool]) -> bool:
         """Send `entries` past the cursor, waiting for the member to take each
-        REPLAY_CHUNK_CHARS; False if it went or stopped reading."""
+        REPLAY_CHUNK_CHARS; False if it went, stopped reading, or may no longer
+        read the room (`allowed`, asked before every message)."""
         queued = 0
         for entry in entries:
+            if not allowed():
+                return False
             if entry.key <= cursor.last:
                 continue
             cursor.last = entry.key
@@ -217,21 +255,47 @@ class ChatBus:
             except (RedisError, OSError):
                 REDIS_ERRORS.inc()  # the entry lapses by itself within the presence TTL
 
+    def cut_off(self, member: Member, room: str) -> asyncio.Task[None] | None:
+        """Remove the member from the room at once (no frame of it reaches the
+        member after this call), then leave in the background: a kick."""
+        if not self.fanout.is_member(member, room):
+            return None
+        last_here, last_of_user = self._drop(member, room)
+
+        async def finish() -> None:
+            if last_here:
+                await self._unsubscribe(room)
+            if last_of_user:
+                try:
+                    await self.presence.exit(room, member.user, on_purpose=True)
+                except (RedisError, OSError):
+                    REDIS_ERRORS.inc()
+
+        return asyncio.create_task(finish())
+
     async def _forget(self, member: Member, room: str) -> bool:
         """Drop local membership; True if it was the user's last local socket in the room."""
         if not self.fanout.is_member(member, room):
             return False
+        last_here, last_of_user = self._drop(member, room)
+        if last_here:
+            await self._unsubscribe(room)
+        return last_of_user
+
+    def _drop(self, member: Member, room: str) -> tuple[bool, bool]:
+        """The synchronous part of leaving: (last socket here, last of its user here)."""
         last_here = self.fanout.remove(member, room)
         key = (room, member.user)
         self._local[key] -= 1
         last_of_user = self._local[key] <= 0
         if last_of_user:
             del self._local[key]
-        if last_here:
-            channel = self.keys.channel(room)
-            self._rooms_by_channel.pop(channel.encode(), None)
-            await self.subscriber.unsubscribe(channel)
-        return last_of_user
+        return last_here, last_of_user
+
+    async def _unsubscribe(self, room: str) -> None:
+        channel = self.keys.channel(room)
+        self._rooms_by_channel.pop(channel.encode(), None)
+        await self.subscriber.unsubscribe(channel)
 
     def is_member(self, member: Member, room: str) -> bool:
         return self.fanout.is_member(member, room)
@@ -247,18 +311,20 @@ class ChatBus:
         first, and whether older ones remain."""
         return await self.history.before(room, before, limit)
 
-    async def admit_join(self, user: str, room: str) -> None:
-        """Count a join against the user's shared allowance; admission.Refused past it."""
-        await self.admission.enter(user, room)
+    async def admit_join(self, user: str, room: str, admin: bool = False) -> None:
+        """Count a join against the user's shared allowance and ask the room's rule;
+        admission.Refused past the one or against the other."""
+        await self.admission.enter(user, room, admin)
 
     async def admit_leave(self, user: str) -> None:
         await self.admission.take_turn(user)
 
     async def publish(
-        self, room: str, user: str, text: str, cid: str = "", login: str = ""
+        self, room: str, user: str, text: str, cid: str = "", login: str = "",
+        admin: bool = False,
     ) -> Published:
-        published = await self.publisher.publish(room, user, text, cid, login)
-        if not (published.duplicate or published.rate_limited):
+        published = await self.publisher.publish(room, user, text, cid, login, admin)
+        if published.id and not published.duplicate:
             PUBLISHES.inc()
         return published
 
@@ -289,9 +355,20 @@ class ChatBus:
         self.fanout.deliver(room, payload)
 
     def _on_control(self, payload: dict[str, object]) -> None:
+        kind = payload.get("t")
         login = payload.get("login")
-        if payload.get("t") == "end" and isinstance(login, str):
+        if kind == "end" and isinstance(login, str):
             self.on_login_ended(login)
+        elif kind in ("kick", "invited"):
+            room, user = payload.get("room"), payload.get("user")
+            if not (isinstance(room, str) and isinstance(user, str)):
+                return
+            if kind == "kick":
+                now = self.now()
+                self._kicked = {k: t for k, t in self._kicked.items()
+                                if now - t < KICK_MEMORY_SECONDS}
+                self._kicked[(room, user)] = now
+            self.on_room_order(payload)
 
     def _resubscribed(self, channel: bytes) -> None:
         room = self._rooms_by_channel.get(channel)

@@ -67,8 +67,17 @@ class Keys:
         return f"{self.prefix}rooms-made:{{{user}}}"
 
     def room_meta(self, room: str) -> str:
-        """The room's bookkeeping: `seq` (messages ever stored), `bytes` (stored now)."""
+        """The room's bookkeeping: `seq` (messages ever stored), `bytes` (stored now),
+        and who may do what in it (rooms/access.py)."""
         return f"{self.prefix}chat:{{{room}}}:meta"
+
+    def audit(self, room: str) -> str:
+        """The room's moderation trail (a capped stream): who did what to whom, when."""
+        return f"{self.prefix}chat:{{{room}}}:audit"
+
+    def user_rooms(self, user: str) -> str:
+        """The private rooms and direct messages a user belongs to (hello.rooms)."""
+        return f"{self.prefix}user-rooms:{{{user}}}"
 
     def control_channel(self) -> str:
         """Orders to every instance (end a session's sockets); a shard channel on a Cluster."""

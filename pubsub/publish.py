@@ -10,6 +10,7 @@ from pubsub.codec import as_str
 from pubsub.keys import Keys
 from pubsub.scripts import BUCKET_LUA, NOW_LUA, register
 from redisconn import Topology
+from rooms.access import ACCESS_LUA
 
 # Each room keeps this many recent messages (trimmed in batches of
 # TRIM_SLACK, so it holds between this and this + TRIM_SLACK) ...
@@ -96,14 +97,19 @@ end
 #       the user's rate bucket, the login's strike record.
 # ARGV: room, user, text, maxlen, cid ('' for none), dedupe seconds,
 #       burst (0: no limit), tokens per ms, max bytes, idle seconds,
-#       strike window ms.
+#       strike window ms, '1' if the user is an admin.
 # Returns {id, status[, strikes]}: status 0 published, 1 repeat of a published
 # cid, 2 refused by the rate limit (id is '', strikes: the login's refusals in
-# the window). Every entry carries `n`, its number in the room (meta `seq`),
+# the window), 3 forbidden (banned, or not a member of a private room), 4 muted.
+# The room's rule (rooms/access.py) is asked here, in the same round trip.
+# Every entry carries `n`, its number in the room (meta `seq`),
 # so a resume can count a gap without reading it.
 # The first write comes after every check, and Redis refuses a script for
 # memory (noeviction) at its first write: a refused publish wrote nothing.
-_PUBLISH_LUA = NOW_LUA + BUCKET_LUA + _TRIM_LUA + """
+_PUBLISH_LUA = NOW_LUA + BUCKET_LUA + ACCESS_LUA + _TRIM_LUA + """
+local access = room_access(KEYS[4], ARGV[2], ARGV[12], now)
+if access == 1 then return {'', 3} end
+if access == 2 then return {'', 4} end
 local cid = ARGV[5]
 if cid ~= '' then
   local seen = redis.call('GET', KEYS[2])
@@ -138,7 +144,7 @@ return {id, 0}
 """
 
 # The script's status codes (0 is a message published now).
-REPEAT, RATE_LIMITED = 1, 2
+REPEAT, RATE_LIMITED, FORBIDDEN, MUTED = 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,8 @@ class Published:
     rate_limited: bool = False
     # With rate_limited: the login's refusals within STRIKE_WINDOW_SECONDS.
     strikes: int = 0
+    forbidden: bool = False
+    muted: bool = False
 
 
 class NotReplicated(RedisError):
@@ -185,9 +193,11 @@ class Publisher:
         self._script = register(self.redis, keys, _PUBLISH_LUA)
 
     async def publish(
-        self, room: str, user: str, text: str, cid: str = "", login: str = ""
+        self, room: str, user: str, text: str, cid: str = "", login: str = "",
+        admin: bool = False,
     ) -> Published:
-        """Store and publish; `login` (the sender's session) carries its strikes."""
+        """Store and publish; `login` (the sender's session) carries its strikes;
+        `admin`: the sender is a server admin (passes the room's rule)."""
         k, caps, rate = self.keys, self.caps, self.rate
         burst = rate.burst if rate.enabled else 0
         keys = [k.stream(room), k.dedupe(room, user, cid), k.channel(room), k.room_meta(room),
@@ -195,7 +205,7 @@ class Publisher:
         args: list[str | int | float] = [
             room, user, text, caps.max_messages, cid, CID_DEDUPE_SECONDS,
             burst, rate.tokens_per_ms if burst else 0, caps.max_bytes, caps.idle_seconds,
-            STRIKE_WINDOW_SECONDS * 1000]
+            STRIKE_WINDOW_SECONDS * 1000, "1" if admin else "0"]
         if not self.wait_replicas:
             reply = await self._script(keys=keys, args=args)
         else:
@@ -204,6 +214,7 @@ class Publisher:
         return Published(
             id=as_str(reply[0]), duplicate=status == REPEAT, rate_limited=status == RATE_LIMITED,
             strikes=int(reply[2]) if status == RATE_LIMITED else 0,
+            forbidden=status == FORBIDDEN, muted=status == MUTED,
         )
 
     async def _publish_replicated(
@@ -214,7 +225,7 @@ class Publisher:
             await self._script(keys=keys, args=args, client=pipe)
             pipe.execute_command("WAIT", self.wait_replicas, REPLICA_WAIT_MS)
             reply, replicas = await pipe.execute()
-        if int(reply[1]) != RATE_LIMITED and int(replicas) < self.wait_replicas:
+        if int(reply[1]) in (0, REPEAT) and int(replicas) < self.wait_replicas:
             raise NotReplicated(f"{replicas} of {self.wait_replicas} replicas confirmed")
         result: list[object] = reply
         return result

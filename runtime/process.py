@@ -19,7 +19,9 @@ from accounts.throttle import SIGNUPS_PER_ADDRESS_HOUR
 from handlers.limits import SocketLimits
 from internals.wire import WireFrames
 from pubsub import Allowance, ChatBus, Keys, RateLimit, RoomCaps
+from pubsub.codec import frame
 from redisconn import RedisTarget, Topology
+from rooms.moderation import Rooms, RoomSettings
 from runtime.keepalive import KeepAlive
 from runtime.sockets import SocketRegistry
 from sessions import DEFAULT_IDLE_TTL_SECONDS, SessionStore
@@ -69,6 +71,8 @@ class Config:
     password_threads: int = 1
     # New accounts per client address per hour (0: not counted).
     signups_per_hour: int = SIGNUPS_PER_ADDRESS_HOUR
+    # Users who may do anything a room's owner may, in every room (CHAT_ADMINS).
+    admins: frozenset[str] = frozenset()
 
 
 class ChatProcess:
@@ -81,13 +85,19 @@ class ChatProcess:
         self.bus = ChatBus(
             topology, config.instance, Keys(config.key_prefix, sharded=topology.sharded),
             config.caps, config.rate, config.wait_replicas, allowance=config.allowance,
-            on_login_ended=self.sockets.end_login,
+            on_login_ended=self.sockets.end_login, on_room_order=self._on_room_order,
         )
         self.sessions = SessionStore(topology, config.key_prefix, config.session_idle_ttl,
                                      config.max_logins_per_user)
         self.accounts = (Accounts.open(topology, config.key_prefix, config.kdf,
                                        config.password_threads, config.signups_per_hour)
                          if config.auth == "accounts" else None)
+        self.rooms = Rooms(topology, self.bus.keys,
+                           RoomSettings(config.admins, config.caps.idle_seconds),
+                           self.bus.publish_control, self._user_exists,
+                           self.bus.admission.count_new_room)
+        # Kicked sockets' room leaves, kept referenced until done.
+        self._cutting: set[asyncio.Task[None]] = set()
         self.keepalive = KeepAlive(config.ping_interval)
         self.wire = WireFrames()  # each fan-out message framed once for all its sockets
         # Set at a planned stop: /healthz answers 503 and new sockets are refused.
@@ -99,6 +109,33 @@ class ChatProcess:
     @property
     def instance(self) -> str:
         return self.config.instance
+
+    async def _user_exists(self, user: str) -> bool:
+        """A user to invite or write to: an account, or in open mode any valid name."""
+        return self.accounts is None or await self.accounts.store.exists(user)
+
+    def _on_room_order(self, order: dict[str, object]) -> None:
+        """A kick, ban or invitation from some instance: tell this user's sockets
+        here; a kicked socket gets nothing more of the room from now on."""
+        room, user, by = order.get("room"), order.get("user"), order.get("by")
+        if not (isinstance(room, str) and isinstance(user, str)):
+            return
+        if order.get("t") == "invited":
+            invited = frame("invited", room=room, by=by)
+            for socket in self.sockets.of_user(user):
+                socket.send_frame(invited)
+            return
+        kicked = frame("kicked", room=room, by=by, ban=bool(order.get("ban")))
+        for socket in self.sockets.of_user(user):
+            task = self.bus.cut_off(socket, room)  # type: ignore[arg-type]
+            if task is not None:
+                self._cutting.add(task)
+                task.add_done_callback(self._cutting.discard)
+            socket.send_frame(kicked)
+            if socket.login_id:
+                forget = asyncio.create_task(self.sessions.remove_room(socket.login_id, room))
+                self._cutting.add(forget)
+                forget.add_done_callback(self._cutting.discard)
 
     async def start(self) -> None:
         await self.bus.start()

@@ -28,8 +28,12 @@ class Socket(Protocol):
     """What the registry needs of a chat socket."""
 
     login_id: str
+    user: str
     # Whether the user sent anything since the last session check.
     active: bool
+
+    def send_frame(self, text: str) -> None:
+        """Queue a frame (a kick or an invitation)."""
 
     def end_session(self) -> None:
         """Close because the session ended (4401)."""
@@ -48,6 +52,8 @@ class SocketRegistry:
         # cookie, a script) can fill only that login's sockets, never lock the
         # user's other devices out.
         self._by_login: Counter[str] = Counter()
+        # Every socket of a user here: kicks and invitations address a user.
+        self._by_user: dict[str, set[Socket]] = {}
         # Room leaves of closed sockets, kept referenced until done.
         self._leaving: set[asyncio.Task[None]] = set()
 
@@ -60,13 +66,23 @@ class SocketRegistry:
             return False
         self._by_login[socket.login_id] += 1
         self.open.add(socket)
+        self._by_user.setdefault(socket.user, set()).add(socket)
         return True
+
+    def of_user(self, user: str) -> list[Socket]:
+        """The user's open sockets on this process."""
+        return list(self._by_user.get(user, ()))
 
     def remove(self, socket: Socket, leave_rooms: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Unregister a closed socket; its rooms are left in the background."""
         if socket not in self.open:
             return
         self.open.discard(socket)
+        mine = self._by_user.get(socket.user)
+        if mine is not None:
+            mine.discard(socket)
+            if not mine:
+                del self._by_user[socket.user]
         self._by_login[socket.login_id] -= 1
         if self._by_login[socket.login_id] <= 0:
             del self._by_login[socket.login_id]
