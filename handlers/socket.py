@@ -296,6 +296,9 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     async def _room_frame(self, parsed: Create | Moderate | DirectMessage | Audit) -> None:
         """create, invite, role, kick, ban, unban, mute, dm, audit (rooms/moderation.py)."""
         rooms = self.process.rooms
+        # Each spends a turn of the user's join bucket: a loop of invitations
+        # or kicks is a flood of Redis writes and control messages.
+        await self.bus.admit_leave(self.user)
         if isinstance(parsed, Create):
             await rooms.create(self.user, parsed.room, parsed.private)
             await self._join(Join(parsed.room, None))

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # The longest mute: a month. Longer is a ban.
 MAX_MUTE_SECONDS = 30 * 24 * 3600
+# Roles, bans and mutes one room may hold (fields of its meta hash): a private
+# room of a thousand members fits; an invitation loop cannot grow it without end.
+MAX_ROOM_FIELDS = 4096
 # Audit entries kept per room (trimmed approximately), and shown per request.
 AUDIT_KEEP = 1000
 AUDIT_PAGE = 100
@@ -170,7 +173,7 @@ class Rooms:
     async def kick(self, user: str, room: str, target_user: str, *, ban: bool = False) -> None:
         """Cut `target_user` off the room on every instance; with `ban`, until unbanned."""
         await self._known(target_user)
-        actor, target = await self._moderated(room, user, target_user)
+        actor, target = await self._moderated(room, user, target_user, grows=ban)
         meta = self.keys.room_meta(room)
         async with self.redis.pipeline(transaction=True) as pipe:
             if ban:
@@ -186,7 +189,7 @@ class Rooms:
 
     async def unban(self, user: str, room: str, target_user: str) -> None:
         await self._known(target_user)
-        await self._moderated(room, user, target_user)
+        await self._moderated(room, user, target_user, grows=False)
         await self.redis.hdel(self.keys.room_meta(room), f"ban:{target_user}")
         await self._audit(room, user, "unban", target_user)
 
@@ -232,16 +235,20 @@ class Rooms:
         if not await self.user_exists(user):
             raise Refused("unknown_user", "there is no such user")
 
-    async def _both(self, room: str, user: str, target: str) -> tuple[Standing, Standing]:
+    async def _both(self, room: str, user: str, target: str,
+                    grows: bool = True) -> tuple[Standing, Standing]:
+        """Both standings; `grows`: the action may add a field to the room's meta."""
         actor, other = await self.standings(room, user, target)
         if not actor.exists:
             raise Refused("bad_room", "no such room")
+        if grows and await self.redis.hlen(self.keys.room_meta(room)) >= MAX_ROOM_FIELDS:
+            raise forbidden("this room holds as many members, bans and mutes as it may")
         return actor, other
 
-    async def _moderated(self, room: str, user: str, target_user: str
-                         ) -> tuple[Standing, Standing]:
+    async def _moderated(self, room: str, user: str, target_user: str,
+                         grows: bool = True) -> tuple[Standing, Standing]:
         """Both standings, once `user` may moderate `target_user` in `room`."""
-        actor, target = await self._both(room, user, target_user)
+        actor, target = await self._both(room, user, target_user, grows)
         if target_user == user:
             raise Refused("bad_frame", "you cannot do that to yourself")
         if not actor.may_moderate:
