@@ -43,6 +43,7 @@ ROOMS = 3
 EXAMPLES = int(os.environ.get("CHAT_MODEL_EXAMPLES", "4"))
 STEPS = int(os.environ.get("CHAT_MODEL_STEPS", "25"))
 RANK = {"owner": 2, "moderator": 1}
+STEPS_RUN = [0]  # steps checked over all examples (printed with -s)
 
 
 @dataclass
@@ -119,6 +120,7 @@ class RoomsModel(RuleBasedStateMachine):
     def settle(self, before: dict[str, bool]) -> None:
         """Publish a lobby marker and wait for it everywhere; then check what
         every socket got in this step against the model."""
+        STEPS_RUN[0] += 1
         clock = self.clients[self.names[USERS]]
         self.sent += 1
         marker = f"marker-{self.sent}-{unique('k')}"
@@ -341,3 +343,4 @@ def test_rooms_against_the_model(model_stack: Stack) -> None:
     run.settings = settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
                             suppress_health_check=list(HealthCheck))
     run().runTest()
+    print(f"rooms model: {STEPS_RUN[0]} steps checked")
