@@ -17,9 +17,10 @@ from redis.exceptions import RedisError
 
 import metrics
 from pubsub.admission import Admission, Allowance, Refused
+from pubsub.changes import Change, Changes
 from pubsub.codec import ZERO_ID, StreamId, frame, pack, unpack
 from pubsub.fanout import Cursor, Fanout, Member
-from pubsub.history import Entry, History
+from pubsub.history import Entry, Gap, History
 from pubsub.keys import Keys
 from pubsub.presence import PRESENCE_REFRESH_SECONDS, Presence
 from pubsub.publish import Published, Publisher, RateLimit, RoomCaps
@@ -38,6 +39,19 @@ STOP_WAIT_SECONDS = 5.0
 # `reset` (reason trimmed) and the recent messages, and the client pages back
 # with `history` if it wants more.
 REPLAY_MAX_MESSAGES = 1000
+# Live payloads that are stream entries (a repair holds them in order).
+STORED_KINDS = ("chat", "edit", "delete")
+
+
+def resume_refusal(gap: Gap, epoch: str) -> str | None:
+    """Why a join after an id cannot be served whole ("lost", "trimmed"), or None."""
+    if (epoch and epoch != gap.epoch) or not gap.known:
+        return "lost"
+    if gap.trimmed or gap.count > REPLAY_MAX_MESSAGES:
+        return "trimmed"
+    return None
+
+
 # How long a kick is remembered for joins that were under way when it came.
 KICK_MEMORY_SECONDS = 30.0
 # History goes out in chunks of about this many characters (at most 4 bytes
@@ -77,7 +91,11 @@ class ChatBus:
         self.history = History(redis, self.keys)
         self.presence = Presence(redis, self.keys, instance)
         self.fanout = Fanout()
-        self.repairs = Repairs(self.history, self.fanout, REDIS_ERRORS.inc)
+        self.repairs = Repairs(self.history, self.fanout, REDIS_ERRORS.inc, self._unrepairable)
+        self.changes = Changes(topology, self.keys, caps, rate)
+        # Each room's epoch as last seen here (joins): a repair that finds
+        # another one knows the room's history started over.
+        self._epochs: dict[str, str] = {}
         self.on_login_ended = on_login_ended or (lambda login: None)
         self.on_room_order = on_room_order or (lambda order: None)
         # (room, user) -> when (loop time) a kick or ban for them was heard here:
@@ -158,7 +176,7 @@ class ChatBus:
     # -- rooms -----------------------------------------------------------
 
     async def join(self, member: Member, room: str, after: StreamId | None,
-                   since: float | None = None) -> None:
+                   since: float | None = None, epoch: str = "") -> None:
         """Join `room`: history (all after `after`, or the recent part), then live.
 
         Joining a room the member is already in restarts it from `after`. A
@@ -167,6 +185,10 @@ class ChatBus:
         History goes out paced by the member's own draining, so an honest
         reader always gets it whole and a member that stops reading, or goes,
         stops the replay (nothing more is read from Redis for it).
+
+        `epoch`: the room's epoch the client had with `after`; another one now
+        (or no record of the room at all) means its history was lost: `reset`
+        (lost) first. Entries after `after` trimmed away: `reset` (trimmed).
 
         `since` (`now()` before the room's rule was asked): a kick or ban of
         the member's user heard after it ends the join with Refused(forbidden),
@@ -185,11 +207,12 @@ class ChatBus:
         self._rooms_by_channel[channel.encode()] = room
         try:
             await self.subscriber.subscribe(channel)
-            if after is not None and (
-                await self.history.count_after(room, after) > REPLAY_MAX_MESSAGES
-            ):
-                member.send_frame(frame("reset", room=room, reason="trimmed"))
-                after = None
+            if after is not None:
+                gap = await self.history.gap(room, after)
+                reason = resume_refusal(gap, epoch)
+                if reason is not None:
+                    member.send_frame(frame("reset", room=room, reason=reason))
+                    after = None
             allowed = (lambda: not self.kicked_since(room, member.user, since)  # noqa: E731
                        and self.fanout.is_member(member, room))
             if after is None:
@@ -211,10 +234,26 @@ class ChatBus:
             if first_of_user:
                 await self.presence.enter(room, member.user)
             users = await self.presence.members(room)
+            now_epoch = await self.history.epoch(room)
         except BaseException:
             await self._forget(member, room)
             raise
-        member.send_frame(frame("presence", room=room, users=users))
+        if now_epoch:
+            self._epochs[room] = now_epoch
+        member.send_frame(frame("presence", room=room, users=users, epoch=now_epoch))
+
+    def _unrepairable(self, room: str, gap: Gap) -> str | None:
+        """Why a subscriber repair of `room` cannot fill its gap, or None."""
+        seen = self._epochs.get(room, "")
+        if seen and (not gap.known or gap.epoch != seen):
+            self._epochs[room] = gap.epoch
+            return "lost"
+        return "trimmed" if gap.trimmed else None
+
+    async def change(self, kind: str, room: str, user: str, target: str, text: str = "",
+                     admin: bool = False) -> Change:
+        """An edit or delete of a stored message (pubsub/changes.py)."""
+        return await self.changes.apply(kind, room, user, target, text, admin)
 
     async def _replay(self, member: Member, room: str, cursor: Cursor,
                       allowed: Callable[[], bool]) -> bool:
@@ -350,7 +389,7 @@ class ChatBus:
         room = self._rooms_by_channel.get(channel)
         if room is None:
             return
-        if payload.get("t") == "chat" and self.repairs.hold(room, payload):
+        if payload.get("t") in STORED_KINDS and self.repairs.hold(room, payload):
             return
         self.fanout.deliver(room, payload)
 

@@ -41,14 +41,15 @@ def format_id(sid: StreamId) -> str:
     return f"{sid[0]}-{sid[1]}"
 
 
-def chat_frame(msg_id: str, room: str, user: str, text: str) -> str:
-    """The JSON `chat` frame; `ts` is the stream id's milliseconds as seconds."""
+def chat_frame(msg_id: str, room: str, user: str, text: str, edited: bool = False) -> str:
+    """The JSON `chat` frame; `ts` is the stream id's milliseconds as seconds;
+    `edited: true` when the text is not the first one."""
     ts = int(msg_id.partition("-")[0]) / 1000
-    return json.dumps(
-        {"type": "chat", "id": msg_id, "room": room, "user": user, "text": text, "ts": ts},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    body: dict[str, Any] = {"type": "chat", "id": msg_id, "room": room, "user": user,
+                            "text": text, "ts": ts}
+    if edited:
+        body["edited"] = True
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
 def frame(kind: str, **fields: Any) -> str:

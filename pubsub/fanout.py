@@ -122,6 +122,13 @@ class Fanout:
             key = parse_id(msg_id)
             text = chat_frame(msg_id, room, str(payload["user"]), str(payload["text"]))
             self.deliver_chat(members, key, text)
+        elif kind in ("edit", "delete"):
+            # Events in the room's order, keyed by their own stream ids like chats.
+            key = parse_id(str(payload["id"]))
+            target = str(payload["target"])
+            notice = (frame("edited", room=room, id=target, text=str(payload["text"]))
+                      if kind == "edit" else frame("deleted", room=room, id=target))
+            self.deliver_chat(members, key, notice)
         elif kind == "typing":
             # Never stored, and the first thing dropped: only members that are
             # keeping up get it, and never the typist.

@@ -71,6 +71,10 @@ class Keys:
         and who may do what in it (rooms/access.py)."""
         return f"{self.prefix}chat:{{{room}}}:meta"
 
+    def edits(self, room: str) -> str:
+        """The latest text of each edited message of the room (id -> text)."""
+        return f"{self.prefix}chat:{{{room}}}:edits"
+
     def audit(self, room: str) -> str:
         """The room's moderation trail (a capped stream): who did what to whom, when."""
         return f"{self.prefix}chat:{{{room}}}:audit"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -74,7 +75,7 @@ local function entry_bytes(fields)
   end
   return size
 end
-local function trim(stream, meta, maxlen, maxbytes, bytes)
+local function trim(stream, meta, edits, maxlen, maxbytes, bytes)
   local len = redis.call('XLEN', stream)
   if len <= maxlen + SLACK and bytes <= maxbytes then return end
   for _ = 1, 8 do
@@ -83,9 +84,17 @@ local function trim(stream, meta, maxlen, maxbytes, bytes)
     while drop < #rows - 1 and (len - drop > maxlen or bytes - freed > maxbytes) do
       drop = drop + 1
       freed = freed + entry_bytes(rows[drop][2])
+      local edited = redis.call('HGET', edits, rows[drop][1])
+      if edited then
+        freed = freed + #edited
+        redis.call('HDEL', edits, rows[drop][1])
+      end
     end
     if drop == 0 then return end
     redis.call('XTRIM', stream, 'MINID', '=', rows[drop + 1][1])
+    -- The newest id trimmed: a resume from before it cannot be served whole
+    -- (a delete, XDEL, never moves it).
+    redis.call('HSET', meta, 'trimmed', rows[drop][1])
     len = len - drop
     bytes = redis.call('HINCRBY', meta, 'bytes', -freed)
     if len <= maxlen and bytes <= maxbytes then return end
@@ -94,10 +103,11 @@ end
 """.replace("SLACK", str(TRIM_SLACK))
 
 # KEYS: stream, dedupe key, live channel, room meta (all tagged with the room),
-#       the user's rate bucket, the login's strike record.
+#       the user's rate bucket, the login's strike record, the room's edits.
 # ARGV: room, user, text, maxlen, cid ('' for none), dedupe seconds,
 #       burst (0: no limit), tokens per ms, max bytes, idle seconds,
-#       strike window ms, '1' if the user is an admin.
+#       strike window ms, '1' if the user is an admin, a new epoch (kept
+#       only if the room has none: its history starts here).
 # Returns {id, status[, strikes]}: status 0 published, 1 repeat of a published
 # cid, 2 refused by the rate limit (id is '', strikes: the login's refusals in
 # the window), 3 forbidden (banned, or not a member of a private room), 4 muted.
@@ -131,17 +141,24 @@ if burst > 0 then
   bucket_take(KEYS[5], level, now, math.ceil(burst / per_ms) + 1000)
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HSET', KEYS[4], 'bytes', 0) end
+redis.call('HSETNX', KEYS[4], 'epoch', ARGV[13])
 local bytes = redis.call('HINCRBY', KEYS[4], 'bytes', #ARGV[2] + #ARGV[3])
 local n = redis.call('HINCRBY', KEYS[4], 'seq', 1)
 local id = redis.call('XADD', KEYS[1], '*', 'user', ARGV[2], 'text', ARGV[3], 'n', n)
 redis.call(PUBLISH, KEYS[3],
            cmsgpack.pack({t = 'chat', id = id, room = ARGV[1], user = ARGV[2], text = ARGV[3]}))
 if cid ~= '' then redis.call('SET', KEYS[2], id, 'EX', ARGV[6]) end
-trim(KEYS[1], KEYS[4], tonumber(ARGV[4]), tonumber(ARGV[9]), bytes)
+trim(KEYS[1], KEYS[4], KEYS[7], tonumber(ARGV[4]), tonumber(ARGV[9]), bytes)
 redis.call('EXPIRE', KEYS[1], ARGV[10])
 redis.call('EXPIRE', KEYS[4], ARGV[10])
+redis.call('EXPIRE', KEYS[7], ARGV[10])
 return {id, 0}
 """
+
+def new_epoch() -> str:
+    """A room's epoch: changes whenever its history starts over (docs/protocol.md)."""
+    return secrets.token_hex(6)
+
 
 # The script's status codes (0 is a message published now).
 REPEAT, RATE_LIMITED, FORBIDDEN, MUTED = 1, 2, 3, 4
@@ -201,11 +218,11 @@ class Publisher:
         k, caps, rate = self.keys, self.caps, self.rate
         burst = rate.burst if rate.enabled else 0
         keys = [k.stream(room), k.dedupe(room, user, cid), k.channel(room), k.room_meta(room),
-                k.rate(user, room), k.strikes(login or user, room)]
+                k.rate(user, room), k.strikes(login or user, room), k.edits(room)]
         args: list[str | int | float] = [
             room, user, text, caps.max_messages, cid, CID_DEDUPE_SECONDS,
             burst, rate.tokens_per_ms if burst else 0, caps.max_bytes, caps.idle_seconds,
-            STRIKE_WINDOW_SECONDS * 1000, "1" if admin else "0"]
+            STRIKE_WINDOW_SECONDS * 1000, "1" if admin else "0", new_epoch()]
         if not self.wait_replicas:
             reply = await self._script(keys=keys, args=args)
         else:

@@ -23,8 +23,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from pubsub.backoff import Backoff
+from pubsub.codec import ZERO_ID, frame
 from pubsub.fanout import Fanout
-from pubsub.history import History
+from pubsub.history import Gap, History
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,16 @@ class _RoomRepair:
 class Repairs:
     """Per-room repairs of one process; `deliver` hands a payload to the room's members."""
 
-    def __init__(self, history: History, fanout: Fanout, on_error: Callable[[], None]) -> None:
+    def __init__(self, history: History, fanout: Fanout, on_error: Callable[[], None],
+                 unrepairable: Callable[[str, Gap], str | None] = lambda room, gap: None
+                 ) -> None:
+        """`unrepairable(room, gap)`: why the gap cannot be filled ("trimmed",
+        "lost") or None; then the room's sockets get `reset` and the recent
+        messages instead of a silent hole."""
         self.history = history
         self.fanout = fanout
         self.on_error = on_error
+        self.unrepairable = unrepairable
         self._rooms: dict[str, _RoomRepair] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._readers = asyncio.Semaphore(CONCURRENT_REPAIRS)
@@ -123,9 +130,29 @@ class Repairs:
         start = self.fanout.oldest_cursor(room)
         if start is None:
             return
+        reason = self.unrepairable(room, await self.history.gap(room, start))
+        if reason is not None:
+            await self._reset(room, reason)
+            return
         async for page in self.history.after(room, start):
             members = self.fanout.rooms.get(room)
             if not members:
                 return
             for entry in page:
                 self.fanout.deliver_chat(members, entry.key, entry.frame)
+
+    async def _reset(self, room: str, reason: str) -> None:
+        """The gap cannot be filled: say so to the room's live sockets, then give
+        them the recent messages, as a join without `after` would."""
+        recent = await self.history.recent(room)
+        members = self.fanout.rooms.get(room)
+        if not members:
+            return
+        notice = frame("reset", room=room, reason=reason)
+        log.warning("room could not be repaired (%s): reset sent", reason)
+        for member, cursor in list(members.items()):
+            if cursor.pending is None:  # a socket still joining reads for itself
+                member.send_frame(notice)
+                cursor.last = ZERO_ID
+        for entry in recent:
+            self.fanout.deliver_chat(members, entry.key, entry.frame)
