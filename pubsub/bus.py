@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 import metrics
 from pubsub.admission import Admission, Allowance, Refused
-from pubsub.codec import ZERO_ID, StreamId, frame, pack, unpack
+from pubsub.codec import ZERO_ID, StreamId, as_str, frame, pack, unpack
 from pubsub.fanout import Cursor, Fanout, Member
 from pubsub.history import Entry, History
 from pubsub.keys import Keys
@@ -158,7 +158,7 @@ class ChatBus:
     # -- rooms -----------------------------------------------------------
 
     async def join(self, member: Member, room: str, after: StreamId | None,
-                   since: float | None = None) -> None:
+                   since: float | None = None, admin: bool = False) -> None:
         """Join `room`: history (all after `after`, or the recent part), then live.
 
         Joining a room the member is already in restarts it from `after`. A
@@ -211,10 +211,15 @@ class ChatBus:
             if first_of_user:
                 await self.presence.enter(room, member.user)
             users = await self.presence.members(room)
+            owner, role = (as_str(v) if v is not None else None for v in await self.redis.hmget(
+                self.keys.room_meta(room), ["owner", f"role:{member.user}"]))
         except BaseException:
             await self._forget(member, room)
             raise
-        member.send_frame(frame("presence", room=room, users=users))
+        # (ext) The room's owner and the joiner's own role, so a client offers
+        # only the actions it may take.
+        mine = "admin" if admin else "owner" if owner == member.user else role or "member"
+        member.send_frame(frame("presence", room=room, users=users, owner=owner, role=mine))
 
     async def _replay(self, member: Member, room: str, cursor: Cursor,
                       allowed: Callable[[], bool]) -> bool:
