@@ -82,6 +82,11 @@ MODERATION = ("invite", "role", "kick", "ban", "unban", "mute")
 ClientFrame = (Join | Leave | Chat | History | Typing | Create | Moderate | DirectMessage
                | Audit)
 
+# Each parsed frame's `type` (a Moderate's is its `kind`).
+FRAME_TYPES: dict[type, str] = {Join: "join", Leave: "leave", Chat: "chat", History: "history",
+                                Typing: "typing", Create: "create", DirectMessage: "dm",
+                                Audit: "audit"}
+
 
 def _text(obj: dict[str, object], name: str) -> str:
     """Field `name` as text that UTF-8 can carry: JSON may spell a lone

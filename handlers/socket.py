@@ -16,8 +16,10 @@ from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 import metrics
 from handlers.base import REDIS_FULL, set_security_headers
 from handlers.frames import (
+    FRAME_TYPES,
     Audit,
     Chat,
+    ClientFrame,
     Create,
     DirectMessage,
     FrameError,
@@ -207,7 +209,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         try:
             since = self.bus.now()
             await self.bus.admission.may_enter(self.user, LOBBY, self.admin)
-            await self.bus.join(self, LOBBY, after, since)
+            await self.bus.join(self, LOBBY, after, since, self.admin)
         except Refused as refused:
             self._refuse(refused.code, refused.reason)
         except (RedisError, OSError, TimeoutError):
@@ -235,6 +237,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         FRAMES_IN.inc()
         self.active = True
         self.answered = True  # anything from the peer shows it is alive
+        parsed: ClientFrame | None = None
         try:
             parsed = parse_frame(message, self.limits.max_text_chars)
             if isinstance(parsed, Chat):
@@ -256,24 +259,25 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             else:
                 await self._room_frame(parsed)
         except Refused as error:  # FrameError too: refused, the socket stays
-            self._refuse(error.code, error.reason)
+            self._refuse(error.code, error.reason, parsed)
         except NotReplicated:
             # Stored and published, but fewer replicas than asked hold it yet:
             # a failover now could lose it. A resend with the same cid is not
             # stored twice; it is acked once the replicas confirm.
             self._refuse("unconfirmed", "stored, but not yet on enough replicas; "
-                                        "resend with the same cid")
+                                        "resend with the same cid", parsed)
         except (RedisError, OSError, TimeoutError) as error:
             if isinstance(error, OutOfMemoryError):
                 REDIS_FULL.inc()
-            self._refuse("unavailable", "nothing was stored; resend later with the same cid")
+            self._refuse("unavailable", "nothing was stored; resend later with the same cid",
+                         parsed)
         except Exception as error:  # noqa: BLE001 - the boundary between a client and the process
             # No input may cost a traceback in the log (it could carry the
             # input) or the socket: name the failure, count it, answer.
             FRAME_FAILURES.inc()
             log.error("frame handling failed: %s", type(error).__name__)
             log.debug("frame handling failed", exc_info=True)
-            self._refuse("bad_frame", "that frame could not be handled")
+            self._refuse("bad_frame", "that frame could not be handled", parsed)
 
     async def _join(self, join: Join) -> None:
         if not await self._session_alive():
@@ -285,7 +289,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             )
         since = self.bus.now()  # before the room's rule is asked: a kick after it counts
         await self.bus.admit_join(self.user, join.room, self.admin)
-        await self.bus.join(self, join.room, join.after, since)
+        await self.bus.join(self, join.room, join.after, since, self.admin)
         if self.login_id and join.room != LOBBY:
             await self.session_store.add_room(self.login_id, join.room)
 
@@ -408,9 +412,22 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             return False
         return True
 
-    def _refuse(self, code: str, reason: str) -> None:
+    def _refuse(self, code: str, reason: str, about: ClientFrame | None = None) -> None:
+        """An `error` frame; (ext) with the refused frame's `type`, `room` and `cid`
+        when it could be read, so a client knows which of its frames it answers."""
         FRAMES_REFUSED.inc()
-        self.send_frame(frame("error", code=code, reason=reason))
+        context: dict[str, str] = {}
+        if about is not None:
+            context["of"] = FRAME_TYPES.get(type(about), "")
+            room = getattr(about, "room", None)
+            if isinstance(room, str):
+                context["room"] = room
+            cid = getattr(about, "cid", "")
+            if cid:
+                context["cid"] = cid
+            if isinstance(about, Moderate):
+                context["of"] = about.kind
+        self.send_frame(frame("error", code=code, reason=reason, **context))
 
     def send_frame(self, text: str) -> None:
         """Queue a frame without waiting; a closed peer is simply skipped.

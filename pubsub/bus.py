@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 import metrics
 from pubsub.admission import Admission, Allowance, Refused
 from pubsub.changes import Change, Changes
-from pubsub.codec import ZERO_ID, StreamId, frame, pack, unpack
+from pubsub.codec import ZERO_ID, StreamId, as_str, frame, pack, unpack
 from pubsub.fanout import Cursor, Fanout, Member
 from pubsub.history import Entry, Gap, History
 from pubsub.keys import Keys
@@ -176,7 +176,7 @@ class ChatBus:
     # -- rooms -----------------------------------------------------------
 
     async def join(self, member: Member, room: str, after: StreamId | None,
-                   since: float | None = None, epoch: str = "") -> None:
+                   since: float | None = None, admin: bool = False, epoch: str = "") -> None:
         """Join `room`: history (all after `after`, or the recent part), then live.
 
         Joining a room the member is already in restarts it from `after`. A
@@ -234,13 +234,19 @@ class ChatBus:
             if first_of_user:
                 await self.presence.enter(room, member.user)
             users = await self.presence.members(room)
-            now_epoch = await self.history.epoch(room)
+            epoch_now, owner, role = (
+                as_str(v) if v is not None else None for v in await self.redis.hmget(
+                    self.keys.room_meta(room), ["epoch", "owner", f"role:{member.user}"]))
         except BaseException:
             await self._forget(member, room)
             raise
-        if now_epoch:
-            self._epochs[room] = now_epoch
-        member.send_frame(frame("presence", room=room, users=users, epoch=now_epoch))
+        if epoch_now:
+            self._epochs[room] = epoch_now
+        # The room's epoch (a resume sends it back); (ext) its owner and the
+        # joiner's own role, so a client offers only the actions it may take.
+        mine = "admin" if admin else "owner" if owner == member.user else role or "member"
+        member.send_frame(frame("presence", room=room, users=users, epoch=epoch_now or "",
+                                owner=owner, role=mine))
 
     def _unrepairable(self, room: str, gap: Gap) -> str | None:
         """Why a subscriber repair of `room` cannot fill its gap, or None."""

@@ -25,8 +25,17 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
     return false;
   }
 
+  // A frame the server answers (join, create, chat, history, dm, invite, role,
+  // kick, ban, unban, mute): sent, and remembered until its answer or refusal
+  // (state.requests). False when offline: nothing was sent.
+  function request(frame) {
+    if (!send(frame)) return false;
+    store.expect({ ...frame, kind: frame.type });
+    return true;
+  }
+
   function sendChat(m) {
-    return send({ type: "chat", room: m.room, text: m.text, cid: m.cid });
+    return request({ type: "chat", room: m.room, text: m.text, cid: m.cid });
   }
 
   function joinRoom(name) {
@@ -34,7 +43,7 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
     r.confirmed = false;
     const frame = { type: "join", room: name };
     if (r.lastId) frame.after = r.lastId;
-    send(frame);
+    request(frame);
   }
 
   // Join what is not joined on this socket yet, then resend the outbox: the
@@ -73,6 +82,9 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
     state.attempt = 0;
     view.setStatus("online", "online");
     for (const r of state.rooms.values()) r.confirmed = false;
+    // A new socket: nothing sent on the old one is answered now. The server
+    // joins it to the lobby itself; that answer (or refusal) comes first.
+    state.requests = [{ kind: "join", room: LOBBY, implicit: true }];
     return true;
   }
 
@@ -181,5 +193,5 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
     };
   }
 
-  return { connect, send, sendChat, joinRoom, catchUp, greeted, unavailable, end };
+  return { connect, send, sendChat, joinRoom, request, catchUp, greeted, unavailable, end };
 }

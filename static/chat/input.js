@@ -1,6 +1,7 @@
 // What the user does: write and send (Enter sends, Shift+Enter is a new
-// line), tell others they are typing, join, switch and leave rooms, scroll up
-// for older history, log out.
+// line), tell others they are typing, join, create (private), switch and leave
+// rooms, invite someone, act on a person (message, kick, ban, mute, make
+// moderator), dismiss alerts, scroll up for older history, log out.
 
 const TYPING_EVERY_MS = 3000;  // tell others at most this often
 const HISTORY_PAGE = 50;
@@ -12,7 +13,8 @@ export function bindInput(store, view, connection, { LOBBY }) {
   const $ = (id) => document.getElementById(id);
   const textEl = $("text");
   const composer = $("composer");
-  const { messagesEl, roomsEl } = view;
+  const { messagesEl, roomsEl, dmsEl, actionsEl } = view;
+  const OFFLINE = "You are offline: try again once the chat is back online.";
 
   // Queued first, so a message survives a refresh or an outage; sent at once
   // when online, else by the next socket's catch-up.
@@ -28,7 +30,7 @@ export function bindInput(store, view, connection, { LOBBY }) {
     // switching rooms would otherwise page back before the first page is in.
     if (!state.online || !r.settled || !r.more || r.loadingHistory || !r.oldestId) return;
     r.loadingHistory = true;
-    connection.send({ type: "history", room: r.name, before: r.oldestId, limit: HISTORY_PAGE });
+    connection.request({ type: "history", room: r.name, before: r.oldestId, limit: HISTORY_PAGE });
   }
 
   function leaveCurrentRoom() {
@@ -37,6 +39,7 @@ export function bindInput(store, view, connection, { LOBBY }) {
     // Offline, the leave waits for the next connection (or that connection's
     // hello would bring the room back).
     if (!state.online || !connection.send({ type: "leave", room: name })) state.pendingLeaves.add(name);
+    state.leftRooms.add(name);
     view.removeRoom(state.rooms.get(name));
     store.dropRoom(name);
     view.switchTo(LOBBY);
@@ -57,24 +60,119 @@ export function bindInput(store, view, connection, { LOBBY }) {
   });
   textEl.addEventListener("input", () => {
     const now = Date.now();
-    if (textEl.value.trim() && now - state.lastTypingSent > TYPING_EVERY_MS && state.online) {
+    // Only in a room joined on this socket: the server refuses it elsewhere.
+    if (textEl.value.trim() && now - state.lastTypingSent > TYPING_EVERY_MS && state.online
+        && store.room(state.current).confirmed) {
       state.lastTypingSent = now;
       connection.send({ type: "typing", room: state.current });
     }
   });
+  // Join (or create, public) a room by name; with "Private" checked, create
+  // it private instead (the server refuses a name in use: room_exists).
+  const privateEl = $("room-private");
+  const syncJoinButton = () => { $("join-button").textContent = privateEl.checked ? "Create" : "Join"; };
+  privateEl.addEventListener("change", syncJoinButton);
   $("join-room").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = $("room-name");
     const name = input.value.trim();
     if (!ROOM_RULE.test(name)) return;
+    if (privateEl.checked && !state.rooms.has(name)) {
+      // Sent now or not at all: a create queued for later could come back as
+      // the plain join of a public room of that name.
+      if (!connection.request({ type: "create", room: name, private: true })) {
+        view.showAlert(OFFLINE);
+        return;
+      }
+      store.room(name).confirmed = false;
+    } else if (!state.rooms.has(name)) {
+      connection.joinRoom(name);
+    }
     input.value = "";
-    if (!state.rooms.has(name)) connection.joinRoom(name);
+    privateEl.checked = false;
+    syncJoinButton();
+    state.leftRooms.delete(name);
     view.switchTo(name);
   });
-  roomsEl.addEventListener("click", (event) => {
-    const button = event.target.closest("button[data-room]");
-    if (button) view.switchTo(button.dataset.room);
+  for (const list of [roomsEl, dmsEl]) {
+    list.addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-room]");
+      if (button) view.switchTo(button.dataset.room);
+    });
+  }
+
+  // Invite someone to the current (private) room.
+  $("invite").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("invite-name");
+    const user = input.value.trim();
+    if (!ROOM_RULE.test(user)) return;
+    if (!connection.request({ type: "invite", room: state.current, user })) {
+      view.showAlert(OFFLINE);
+      return;
+    }
+    input.value = "";
   });
+
+  // The people list: a person's button opens (or closes) their actions.
+  view.peopleEl.addEventListener("click", (event) => {
+    const button = event.target.closest("button.person");
+    if (!button) return;
+    if (state.selected === button.dataset.user) view.closePerson({ refocus: true });
+    else view.openPerson(button.dataset.user);
+  });
+
+  // The direct message with `user`: opened at once if known, else asked for.
+  function message(user) {
+    const known = [...state.rooms.values()].find((r) => r.dm === user);
+    if (known) {
+      view.switchTo(known.name);
+      textEl.focus();
+    } else if (!connection.request({ type: "dm", user })) {
+      view.showAlert(OFFLINE);
+    }
+  }
+
+  // Each action is sent as it is: the server says who may (`moderated`, or an
+  // error shown as an alert).
+  const ACTIONS = {
+    kick: (room, user) => ({ type: "kick", room, user }),
+    ban: (room, user) => ({ type: "ban", room, user }),
+    moderator: (room, user) => ({ type: "role", room, user, role: "moderator" }),
+    mute: (room, user) => ({ type: "mute", room, user, seconds: Number($("mute-for").value) }),
+  };
+  actionsEl.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-action]");
+    const user = state.selected;
+    if (!button || !user) return;
+    const action = button.dataset.action;
+    if (action === "close") {
+      view.closePerson({ refocus: true });
+    } else if (action === "dm") {
+      message(user);
+    } else if (!connection.request(ACTIONS[action](state.current, user))) {
+      view.showAlert(OFFLINE);
+    }
+  });
+  actionsEl.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      view.closePerson({ refocus: true });
+    }
+  });
+  $("mute-for").addEventListener("change", view.muteLabel);
+
+  // Dismissing an alert or notice; the focus goes to the next one, or the composer.
+  for (const region of [view.alertsEl, view.noticesEl]) {
+    region.addEventListener("click", (event) => {
+      const button = event.target.closest("button.dismiss");
+      if (!button) return;
+      const item = button.closest(".banner");
+      const next = item.nextElementSibling || item.previousElementSibling;
+      item.remove();
+      (next ? next.querySelector("button.dismiss") : textEl).focus();
+    });
+  }
   $("leave-room").addEventListener("click", leaveCurrentRoom);
   messagesEl.addEventListener("scroll", () => {
     if (messagesEl.scrollTop < LOAD_OLDER_PX) loadOlder();

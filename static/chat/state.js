@@ -13,6 +13,9 @@ const OUTBOX_PREFIX = "chatfleet.outbox.";
 // Where older pages kept one outbox for the whole tab: whose messages those are
 // is unknown, so they are dropped, never sent.
 const UNKEYED_OUTBOX = "chatfleet.outbox";
+// Per user, per room: the newest message id the user has seen there, so a
+// refresh (or another tab) knows what is still unread.
+const READ_PREFIX = "chatfleet.read.";
 
 // Stream ids are "<ms>-<seq>"; both parts fit a double exactly.
 const idParts = (id) => id.split("-").map(Number);
@@ -25,15 +28,35 @@ export function idAfter(a, b) {
   return am > bm || (am === bm && as > bs);
 }
 
+// A direct-message room is named by the server ("@ann+bob"): a typed room name
+// never starts with "@". The other user is the one of the two who is not `me`;
+// a frame that names them (`dm`, `invited`) is preferred over this parsing.
+export function dmPeer(name, me) {
+  if (!name.startsWith("@")) return null;
+  const users = name.slice(1).split("+");
+  if (users.length !== 2) return name.slice(1);
+  return users[0] === me ? users[1] : users[0];
+}
+
+// How many rooms keep a "read up to" mark (localStorage); the oldest go first.
+const READ_MARKS_KEPT = 200;
+
 export const newCid = () =>
   (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).slice(0, 64);
 
 export function createStore(me) {
   const outboxKey = OUTBOX_PREFIX + me;  // names are [A-Za-z0-9._-]: safe in a key
+  const readKey = READ_PREFIX + me;
   sessionStorage.removeItem(UNKEYED_OUTBOX);
 
   const loadOutbox = () => {
     try { return JSON.parse(sessionStorage.getItem(outboxKey)) || []; } catch { return []; }
+  };
+  const loadReadMarks = () => {
+    try {
+      const marks = JSON.parse(localStorage.getItem(readKey));
+      return marks && typeof marks === "object" ? marks : {};
+    } catch { return {}; }
   };
   // Last ids live only as long as the page: a fresh page starts from the
   // recent history.
@@ -47,10 +70,19 @@ export function createStore(me) {
     retryTimer: null,
     rooms: new Map(),          // name -> room state, see newRoom
     current: LOBBY,
+    selected: null,            // the person whose actions are open (#person-actions)
     outbox: loadOutbox(),      // [{cid, room, text}], oldest first
     lastTypingSent: 0,
     pendingLeaves: new Set(),  // rooms left while offline
     unavailableTimer: null,    // the one pending retry after `unavailable`
+    leftRooms: new Set(),      // left on this page: a hello (private rooms, DMs) does not bring them back
+    // Frames sent on this socket that the server answers, not answered yet,
+    // oldest first: the frame's fields and its `kind` (join, create, chat,
+    // history, dm, invite, role, kick, ban, unban, mute). The server handles a
+    // socket's frames in order, so an error (which names neither room nor
+    // frame) answers the oldest of them.
+    requests: [],
+    readMarks: loadReadMarks(), // room -> newest id seen
   };
 
   const saveOutbox = () => sessionStorage.setItem(outboxKey, JSON.stringify(state.outbox));
@@ -58,6 +90,7 @@ export function createStore(me) {
   function newRoom(name) {
     return {
       name,
+      dm: dmPeer(name, me),  // a direct message: the other user's name; else null
       log: null,             // its message list, made by the view (render.js)
       lastId: null,          // newest id shown: resume point
       oldestId: null,        // oldest id shown: where scrolling up continues
@@ -68,6 +101,7 @@ export function createStore(me) {
       typists: new Map(),    // user -> timer
       confirmed: false,      // joined on the current socket (presence seen)
       settled: false,        // joined once on this page: later replays are news, not the past
+      fresh: false,          // new to this user (an invitation): even its first replay is unread
     };
   }
 
@@ -88,10 +122,58 @@ export function createStore(me) {
       saveOutbox();
     },
 
+    // The user has seen `r` up to its newest message (kept for later pages).
+    markRead(r) {
+      const seen = r.lastId || "0-0";
+      const mark = state.readMarks[r.name];
+      if (mark && !idAfter(seen, mark)) return;
+      delete state.readMarks[r.name];
+      state.readMarks[r.name] = seen;  // newest last: the oldest marks are dropped first
+      const names = Object.keys(state.readMarks);
+      for (const old of names.slice(0, Math.max(0, names.length - READ_MARKS_KEPT))) delete state.readMarks[old];
+      try { localStorage.setItem(readKey, JSON.stringify(state.readMarks)); } catch { /* full: marks are a nicety */ }
+    },
+
+    // Whether message `id` of `r` is news the user has not seen: anything after
+    // the room's first replay on this page, or after its read mark; with no mark,
+    // a room the user was just invited to, or a direct message, is all news.
+    unseen(r, id) {
+      if (r.settled) return true;
+      const mark = state.readMarks[r.name];
+      if (mark) return idAfter(id, mark);
+      return r.fresh || r.dm !== null;
+    },
+
+    // A room frame now awaits its answer.
+    expect(request) {
+      state.requests.push(request);
+    },
+
+    // The answer to the first request matching `test`: that request, and every
+    // older one with it (answered in order, so theirs came and went unmatched).
+    answered(test) {
+      const at = state.requests.findIndex(test);
+      if (at < 0) return null;
+      return state.requests.splice(0, at + 1)[at];
+    },
+
+    joining(name) {
+      return state.requests.some((q) => (q.kind === "join" || q.kind === "create") && q.room === name);
+    },
+
     // Queue `text` for the current room; it stays until acknowledged.
     queue(text) {
       const item = { cid: newCid(), room: state.current, text };
       state.outbox.push(item);
+      saveOutbox();
+      return item;
+    },
+
+    // Take a message back out of the outbox (refused for good, e.g. muted).
+    unqueue(cid) {
+      const item = state.outbox.find((m) => m.cid === cid);
+      if (!item) return null;
+      state.outbox = state.outbox.filter((m) => m !== item);
       saveOutbox();
       return item;
     },
