@@ -24,6 +24,18 @@ class FrameError(Refused):
 class Join:
     room: str
     after: StreamId | None
+    # The room's epoch the client had with `after` ('' for none).
+    epoch: str = ""
+
+
+@dataclass(frozen=True)
+class Change:
+    """edit (with `text`) or delete of the message `id` in `room`."""
+
+    kind: str
+    room: str
+    id: str
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,12 +92,14 @@ class Audit:
 MODERATION = ("invite", "role", "kick", "ban", "unban", "mute")
 
 ClientFrame = (Join | Leave | Chat | History | Typing | Create | Moderate | DirectMessage
-               | Audit)
+               | Audit | Change)
 
 # Each parsed frame's `type` (a Moderate's is its `kind`).
 FRAME_TYPES: dict[type, str] = {Join: "join", Leave: "leave", Chat: "chat", History: "history",
                                 Typing: "typing", Create: "create", DirectMessage: "dm",
-                                Audit: "audit"}
+                                Audit: "audit"}  # a Change's type is its `kind`
+
+MAX_EPOCH_CHARS = 32
 
 
 def _text(obj: dict[str, object], name: str) -> str:
@@ -133,6 +147,31 @@ def _moderate(kind: str, obj: dict[str, object]) -> Moderate:
             raise FrameError("bad_frame", "'seconds' must be a whole number")
         return Moderate(kind, room, user, seconds=seconds)
     return Moderate(kind, room, user)
+
+
+def epoch_of(obj: dict[str, object]) -> str:
+    """A join's `epoch`: '' when absent."""
+    epoch = obj.get("epoch")
+    if epoch is None or epoch == "":
+        return ""
+    if not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_CHARS or not epoch.isalnum():
+        raise FrameError("bad_frame", "'epoch' must be the room's epoch as the server gave it")
+    return epoch
+
+
+def _change(kind: str, obj: dict[str, object], max_text: int) -> Change:
+    room = _room(obj)
+    target = message_id(obj, "id")
+    if target is None:
+        raise FrameError("bad_frame", "'id' must be the message's id")
+    if kind == "delete":
+        return Change(kind, room, f"{target[0]}-{target[1]}")
+    text = _text(obj, "text")
+    if not text.strip():
+        raise FrameError("bad_frame", "'text' is empty (delete the message instead)")
+    if len(text) > max_text:
+        raise FrameError("too_large", f"a message is at most {max_text} characters")
+    return Change(kind, room, f"{target[0]}-{target[1]}", text)
 
 
 def _create(obj: dict[str, object]) -> Create:
@@ -190,7 +229,9 @@ def parse_frame(raw: str | bytes, max_text: int = MAX_TEXT_CHARS) -> ClientFrame
     if kind == "chat":
         return _chat(obj, max_text)
     if kind == "join":
-        return Join(room=_room(obj), after=message_id(obj, "after"))
+        return Join(room=_room(obj), after=message_id(obj, "after"), epoch=epoch_of(obj))
+    if kind in ("edit", "delete"):
+        return _change(str(kind), obj, max_text)
     if kind == "leave":
         return Leave(room=_room(obj))
     if kind == "history":

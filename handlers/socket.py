@@ -18,6 +18,7 @@ from handlers.base import REDIS_FULL, set_security_headers
 from handlers.frames import (
     FRAME_TYPES,
     Audit,
+    Change,
     Chat,
     ClientFrame,
     Create,
@@ -28,6 +29,7 @@ from handlers.frames import (
     Leave,
     Moderate,
     Typing,
+    epoch_of,
     message_id,
     parse_frame,
 )
@@ -35,6 +37,10 @@ from handlers.limits import SocketLimits
 from internals.handshake import forget_handshake
 from internals.wire import WireFrames, write_now
 from pubsub import ChatBus, Refused, frame
+from pubsub.changes import FORBIDDEN as CHANGE_FORBIDDEN
+from pubsub.changes import MUTED as CHANGE_MUTED
+from pubsub.changes import NO_SUCH_MESSAGE as CHANGE_NO_SUCH_MESSAGE
+from pubsub.changes import RATE_LIMITED as CHANGE_RATE_LIMITED
 from pubsub.publish import NotReplicated
 from runtime.keepalive import PING_FRAME, PINGS_UNANSWERED_BEFORE_CLOSE
 from sessions import SessionMixin
@@ -198,18 +204,21 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         # private rooms and DMs the user belongs to, for the client to join.
         self.send_frame(frame("hello", user=self.user, instance=self.process.instance,
                               rooms=sorted(set(rooms + belongs) - {LOBBY})))
-        # `/ws?after=ID` resumes the lobby from ID, like a join frame's `after`,
-        # so a reconnecting client gets the lobby gap-free without a second join.
+        # `/ws?after=ID&epoch=E` resumes the lobby from ID, like a join frame's
+        # `after` and `epoch`, so a reconnecting client gets the lobby gap-free
+        # without a second join.
+        query: dict[str, object] = {"after": self.get_query_argument("after", None) or None,
+                 "epoch": self.get_query_argument("epoch", None) or None}
         try:
-            after = message_id({"after": self.get_query_argument("after", None) or None}, "after")
+            after, epoch = message_id(query, "after"), epoch_of(query)
         except FrameError as error:
             self._refuse(error.code, error.reason)
-            after = None
+            after, epoch = None, ""
         forget_handshake(self)
         try:
             since = self.bus.now()
             await self.bus.admission.may_enter(self.user, LOBBY, self.admin)
-            await self.bus.join(self, LOBBY, after, since, self.admin)
+            await self.bus.join(self, LOBBY, after, since, self.admin, epoch)
         except Refused as refused:
             self._refuse(refused.code, refused.reason)
         except (RedisError, OSError, TimeoutError):
@@ -256,6 +265,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
                 await self._history(parsed)
             elif isinstance(parsed, Typing):
                 await self._typing(parsed)
+            elif isinstance(parsed, Change):
+                await self._change(parsed)
             else:
                 await self._room_frame(parsed)
         except Refused as error:  # FrameError too: refused, the socket stays
@@ -289,7 +300,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             )
         since = self.bus.now()  # before the room's rule is asked: a kick after it counts
         await self.bus.admit_join(self.user, join.room, self.admin)
-        await self.bus.join(self, join.room, join.after, since, self.admin)
+        await self.bus.join(self, join.room, join.after, since, self.admin, join.epoch)
         if self.login_id and join.room != LOBBY:
             await self.session_store.add_room(self.login_id, join.room)
 
@@ -326,6 +337,25 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             # (ext) The sender learns the action is stored and ordered everywhere.
             self.send_frame(frame("moderated", action=parsed.kind, room=parsed.room,
                                   user=parsed.user))
+
+    async def _change(self, change: Change) -> None:
+        """edit or delete (pubsub/changes.py); everyone in the room, the sender too,
+        gets the `edited` or `deleted` frame."""
+        if not self.bus.is_member(self, change.room):
+            raise await self._not_joined(change.room, f"you {change.kind} in it")
+        done = await self.bus.change(change.kind, change.room, self.user, change.id,
+                                     change.text, self.admin)
+        if done.status == CHANGE_NO_SUCH_MESSAGE:
+            raise FrameError("bad_frame", "the room holds no message with that id")
+        if done.status == CHANGE_FORBIDDEN:
+            raise FrameError("forbidden", f"you may not {change.kind} that message")
+        if done.status == CHANGE_MUTED:
+            raise FrameError("muted", "you are muted in this room for now")
+        if done.status == CHANGE_RATE_LIMITED:
+            raise FrameError("rate_limited", "too many messages; slow down and resend")
+        if change.kind == "delete" and done.author != self.user:
+            await self.process.rooms.record(change.room, self.user, "delete", done.author,
+                                            message=change.id)
 
     async def _not_joined(self, room: str, doing: str) -> FrameError:
         """The refusal for a frame about a room this socket has not joined:
@@ -425,7 +455,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             cid = getattr(about, "cid", "")
             if cid:
                 context["cid"] = cid
-            if isinstance(about, Moderate):
+            if isinstance(about, Moderate | Change):
                 context["of"] = about.kind
         self.send_frame(frame("error", code=code, reason=reason, **context))
 

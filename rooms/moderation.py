@@ -264,6 +264,10 @@ class Rooms:
             pipe.expire(key, self.settings.idle_seconds)
             await pipe.execute()
 
+    async def record(self, room: str, by: str, action: str, target: str, **extra: str) -> None:
+        """Put an action taken elsewhere in the room's trail (a moderator's delete)."""
+        await self._audit(room, by, action, target, **extra)
+
     async def _audit(self, room: str, by: str, action: str, target: str,
                      **extra: str) -> None:
         """One line of the room's trail and of the process log (never a message text)."""
