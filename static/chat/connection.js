@@ -5,7 +5,9 @@
 // in, still the same user?), reopen /ws, resume every room from the last id
 // shown, and resend whatever was typed but not acknowledged, with its
 // original cid. When the session ends, the outbox is dropped instead: this
-// tab's next socket may be someone else's.
+// tab's next socket may be someone else's. Each room's resume point goes with
+// the room's epoch as last seen, so the server can say when the history behind
+// it is gone (`reset`).
 
 const FIRST_RETRY_MS = 500;      // first try within about half a second
 const MAX_RETRY_MS = 10000;      // never wait longer than this between tries
@@ -13,6 +15,9 @@ const DRAIN_JITTER_MS = 1000;    // close 1012: come back at once, but not all t
 const UNAVAILABLE_RETRY_MS = 2000;
 const CLOSE_DRAINING = 1012;
 const CLOSE_SESSION_ENDED = 4401;
+// An edit or delete unanswered this long is given up (its answer may still come
+// and is applied then), so one lost answer never holds up the next.
+const CHANGE_WAIT_MS = 15000;
 
 export function createConnection(store, view, { LOBBY }, onFrame) {
   const { me, state } = store;
@@ -27,10 +32,11 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
 
   // A frame the server answers (join, create, chat, history, dm, invite, role,
   // kick, ban, unban, mute): sent, and remembered until its answer or refusal
-  // (state.requests). False when offline: nothing was sent.
-  function request(frame) {
+  // (state.requests), with what `local` adds for the page only. False when
+  // offline: nothing was sent.
+  function request(frame, local = {}) {
     if (!send(frame)) return false;
-    store.expect({ ...frame, kind: frame.type });
+    store.expect({ ...frame, ...local, kind: frame.type });
     return true;
   }
 
@@ -42,8 +48,64 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
     const r = store.room(name);
     r.confirmed = false;
     const frame = { type: "join", room: name };
-    if (r.lastId) frame.after = r.lastId;
+    if (r.lastId) {
+      frame.after = r.lastId;
+      if (r.epoch) frame.epoch = r.epoch;
+    }
     request(frame);
+  }
+
+  // An edit or delete (state.changes): queued, and sent once the one before it
+  // is answered. False when offline: nothing is queued.
+  function change(frame) {
+    if (!state.online || state.ended) return false;
+    state.changes.push({ ...frame, sent: false });
+    sendNextChange();
+    return true;
+  }
+
+  function sendNextChange() {
+    const next = state.changes[0];
+    if (!next || next.sent) return;
+    const frame = { type: next.type, room: next.room, id: next.id };
+    if (next.type === "edit") frame.text = next.text;
+    if (!send(frame)) return;  // the socket is going: its close drops the queue
+    next.sent = true;
+    clearTimeout(state.changeTimer);
+    state.changeTimer = setTimeout(() => {
+      if (state.changes[0] !== next) return;
+      state.changes.shift();
+      view.refreshMessage(next.room, next.id);
+      view.showAlert(`No answer yet to your ${next.type}: the message shows it if it was done.`);
+      sendNextChange();
+    }, CHANGE_WAIT_MS);
+  }
+
+  // The change in flight, if `test` says this frame answers it: taken off the
+  // queue, and the next one sent. Null otherwise.
+  function changeAnswered(test) {
+    const first = state.changes[0];
+    if (!first || !first.sent || !test(first)) return null;
+    state.changes.shift();
+    clearTimeout(state.changeTimer);
+    sendNextChange();
+    return first;
+  }
+
+  // The socket is gone: what was queued was not sent, and the one in flight may
+  // or may not have been done (a resume replays it if it was). Each message
+  // shows what the server last said of it again.
+  function dropChanges({ quiet = false } = {}) {
+    clearTimeout(state.changeTimer);
+    const dropped = state.changes;
+    state.changes = [];
+    for (const c of dropped) view.refreshMessage(c.room, c.id);
+    if (dropped.length && !quiet) {
+      const kinds = new Set(dropped.map((c) => c.type));
+      const what = kinds.size > 1 ? "edits and deletes" : kinds.has("edit") ? "edit" : "delete";
+      view.showAlert(`The connection dropped before your ${what} was confirmed: `
+        + "check the message once the chat is back online, and try again if needed.");
+    }
   }
 
   // Join what is not joined on this socket yet, then resend the outbox: the
@@ -67,6 +129,7 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
     clearTimeout(state.unavailableTimer);
     state.unavailableTimer = null;
     store.forgetOutbox();
+    dropChanges({ quiet: true });
     view.renderOutbox();
     if (reload) location.assign("/");
   }
@@ -165,8 +228,13 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
       return;
     }
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const after = store.room(LOBBY).lastId;
-    const url = scheme + "//" + location.host + "/ws" + (after ? "?after=" + encodeURIComponent(after) : "");
+    const lobby = store.room(LOBBY);
+    let query = "";
+    if (lobby.lastId) {
+      query = "?after=" + encodeURIComponent(lobby.lastId);
+      if (lobby.epoch) query += "&epoch=" + encodeURIComponent(lobby.epoch);
+    }
+    const url = scheme + "//" + location.host + "/ws" + query;
     const ws = new WebSocket(url);
     state.ws = ws;
     ws.onmessage = (event) => {
@@ -183,6 +251,7 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
       state.unavailableTimer = null;
       for (const r of state.rooms.values()) r.loadingHistory = false;
       if (state.ended) return;  // logging out: the page is already on its way
+      dropChanges();
       if (event.code === CLOSE_SESSION_ENDED) {
         end({ reload: true });
       } else if (event.code === CLOSE_DRAINING) {
@@ -193,5 +262,7 @@ export function createConnection(store, view, { LOBBY }, onFrame) {
     };
   }
 
-  return { connect, send, sendChat, joinRoom, request, catchUp, greeted, unavailable, end };
+  return {
+    connect, send, sendChat, joinRoom, request, change, changeAnswered, catchUp, greeted, unavailable, end,
+  };
 }

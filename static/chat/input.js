@@ -1,7 +1,10 @@
 // What the user does: write and send (Enter sends, Shift+Enter is a new
-// line), tell others they are typing, join, create (private), switch and leave
-// rooms, invite someone, act on a person (message, kick, ban, mute, make
-// moderator), dismiss alerts, scroll up for older history, log out.
+// line), edit their messages (a message's Edit, or the up arrow in an empty
+// composer for their last one in the room: Enter saves, Escape cancels) and
+// delete them (a moderator, owner or admin: anyone's), tell others they are
+// typing, join, create (private), switch and leave rooms, invite someone, act
+// on a person (message, kick, ban, mute, make moderator), dismiss alerts and
+// notices, scroll up for older history, log out.
 
 const TYPING_EVERY_MS = 3000;  // tell others at most this often
 const HISTORY_PAGE = 50;
@@ -30,7 +33,8 @@ export function bindInput(store, view, connection, { LOBBY }) {
     // switching rooms would otherwise page back before the first page is in.
     if (!state.online || !r.settled || !r.more || r.loadingHistory || !r.oldestId) return;
     r.loadingHistory = true;
-    connection.request({ type: "history", room: r.name, before: r.oldestId, limit: HISTORY_PAGE });
+    connection.request({ type: "history", room: r.name, before: r.oldestId, limit: HISTORY_PAGE },
+      { generation: r.generation });
   }
 
   function leaveCurrentRoom() {
@@ -56,6 +60,94 @@ export function bindInput(store, view, connection, { LOBBY }) {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       composer.requestSubmit();
+    } else if (event.key === "ArrowUp" && !textEl.value && !event.isComposing
+        && !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey) {
+      // The usual shortcut: the up arrow in an empty composer edits one's last message here.
+      const last = view.lastOwnMessage(state.current);
+      if (last) {
+        event.preventDefault();
+        last.scrollIntoView({ block: "nearest" });
+        view.openEditor(last, { back: "composer" });
+      }
+    }
+  });
+
+  // Save the message being edited: sent as an edit (shown "saving…" until the
+  // room's `edited` comes back; a refusal is an alert and the old text again).
+  function saveEdit() {
+    const editing = state.editing;
+    if (!editing) return;
+    const li = view.findMessage(editing.room, editing.id);
+    const area = $("edit-text");
+    if (!li || !area) {
+      view.closeEditor({ refocus: true });
+      return;
+    }
+    const text = area.value;
+    if (!text.trim()) {
+      view.editProblem("A message cannot be empty: to remove it, use Delete.");
+      return;
+    }
+    if (text !== view.shownText(li)
+        && !connection.change({ type: "edit", room: editing.room, id: editing.id, text })) {
+      view.editProblem(OFFLINE);
+      return;
+    }
+    view.closeEditor({ refocus: true });
+    view.refreshMessage(editing.room, editing.id);
+  }
+
+  function deleteMessage(li) {
+    const room = li.closest("ol.room-log")?.dataset.room;
+    if (!room) return;
+    if (!connection.change({ type: "delete", room, id: li.dataset.id })) {
+      view.showAlert(OFFLINE);
+      return;
+    }
+    view.cancelDelete(li);
+    view.refreshMessage(room, li.dataset.id);
+    textEl.focus();
+  }
+
+  // A message's actions, its editor and delete question, and a room's reset
+  // notice, all inside #messages.
+  messagesEl.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-msg-action]");
+    if (!button) return;
+    const li = button.closest("li.msg");
+    switch (button.dataset.msgAction) {
+      case "edit": if (li) view.openEditor(li, { back: "button" }); break;
+      case "save": saveEdit(); break;
+      case "cancel": view.closeEditor({ refocus: true }); break;
+      case "delete": if (li) view.confirmDelete(li); break;
+      case "confirm-delete": if (li) deleteMessage(li); break;
+      case "keep": if (li) view.cancelDelete(li, { refocus: true }); break;
+      case "dismiss":
+        button.closest("li.notice")?.remove();
+        textEl.focus();
+        break;
+      default: break;
+    }
+  });
+  messagesEl.addEventListener("keydown", (event) => {
+    if (event.target.id === "edit-text") {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        saveEdit();
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        view.closeEditor({ refocus: true });
+      }
+      return;
+    }
+    const li = event.target.closest?.("li.msg");
+    if (event.key !== "Escape" || !li) return;
+    if (li.querySelector(".editor")) {
+      event.preventDefault();
+      view.closeEditor({ refocus: true });
+    } else if (li.querySelector(".confirm-delete")) {
+      event.preventDefault();
+      view.cancelDelete(li, { refocus: true });
     }
   });
   textEl.addEventListener("input", () => {

@@ -1,11 +1,14 @@
-// chatfleet browser client: rooms, presence, history and typing over one
-// WebSocket that is resumed gap-free after any failure. This module wires the
+// chatfleet browser client: rooms, presence, history, typing, edits and
+// deletes over one WebSocket that is resumed gap-free after any failure (or
+// told plainly, by a `reset`, when the server cannot bring a room up to date). This module wires the
 // others together and says what each server frame does:
 //
-//   state.js       rooms, last ids, people, the outbox (sessionStorage, per user)
-//   render.js      the DOM: messages, notices, people, rooms, outbox, status
+//   state.js       rooms, last ids and epochs, people, the outbox (sessionStorage,
+//                  per user), edits and deletes awaiting their answer
+//   render.js      the DOM: messages (edited in place, deleted away), the editor,
+//                  notices, people, rooms, outbox, status
 //   connection.js  the socket: backoff, /session probe, resume, resend, session end
-//   input.js       composer, keyboard, rooms, history on scroll, logout
+//   input.js       composer, keyboard, rooms, message actions, history on scroll, logout
 //
 // The modules import nothing themselves: each is loaded here by the versioned
 // URL the page lists (a modulepreload link made with static_url). A plain
@@ -41,8 +44,24 @@ function onFrame(frame) {
       view.showChat(frame);
       break;
     case "history": {
-      store.answered((q) => q.kind === "history" && q.room === frame.room);
-      view.showHistory(frame);
+      const asked = store.answered((q) => q.kind === "history" && q.room === frame.room);
+      view.showHistory(frame, asked);
+      break;
+    }
+    case "edited": {
+      // Ours (the answer to the edit in flight), someone else's, or replayed on
+      // a resume: the same in place.
+      const ours = connection.changeAnswered(
+        (c) => c.type === "edit" && c.room === frame.room && c.id === frame.id);
+      view.applyEdit(frame);
+      if (ours) view.announce("Your edit is saved.");
+      break;
+    }
+    case "deleted": {
+      const ours = connection.changeAnswered(
+        (c) => c.type === "delete" && c.room === frame.room && c.id === frame.id);
+      view.applyDelete(frame);
+      if (ours) view.announce("Message deleted.");
       break;
     }
     case "ack":
@@ -57,6 +76,11 @@ function onFrame(frame) {
       r.confirmed = true;
       r.settled = true;
       r.people = new Set(frame.users);
+      // The epoch goes with the resume point just reached (sent back on the next resume).
+      if (typeof frame.epoch === "string") r.epoch = frame.epoch || null;
+      if (frame.owner !== undefined) r.owner = frame.owner;
+      if (typeof frame.role === "string") r.role = frame.role;
+      view.setRole(r);
       if (r.name === state.current) view.renderPeople();
       break;
     }
@@ -74,9 +98,10 @@ function onFrame(frame) {
       view.showTyping(frame);
       break;
     case "reset":
-      // The server could not replay everything since our last message:
-      // the most recent ones follow. Say so where the gap is.
-      view.showNotice(frame.room, "⚠ some earlier messages of this room are not shown here");
+      // The server could not bring the room up to date from our last message
+      // (trimmed, or its history lost): the recent messages follow. What we had
+      // of it goes, and a notice says why.
+      view.resetRoom(frame.room, frame.reason);
       break;
     case "dm":
       openDirect(frame);
@@ -185,9 +210,35 @@ function attempted(q) {
   }
 }
 
+// A refused edit or delete (the error names `of` and `room`): it answers the
+// change in flight (state.changes). The message shows the server's text again.
+const CHANGE_WHY = {
+  bad_frame: "that message is no longer in the room's history",
+  unavailable: "the chat is briefly unavailable; try again",
+  rate_limited: "too many messages at once; wait a moment and try again",
+};
+
+function changeRefused(frame) {
+  const c = connection.changeAnswered(
+    (x) => x.type === frame.of && (typeof frame.room !== "string" || x.room === frame.room));
+  const room = c ? c.room : frame.room;
+  // A room already gone from the page (kicked, left): the user was told.
+  if (typeof room === "string" && !state.rooms.has(room)) return;
+  if (c) view.refreshMessage(c.room, c.id);
+  const why = CHANGE_WHY[frame.code] || String(frame.reason || frame.code).replace(/[.\s]+$/, "");
+  const where = typeof room === "string" ? label(room) : "this room";
+  view.showAlert(frame.of === "edit" ? `Your edit in ${where} was not saved: ${why}.`
+    : `The message in ${where} was not deleted: ${why}.`);
+}
+
 // An error answers the oldest frame still waiting (the server handles one
-// socket's frames in order); what it means depends on that frame.
+// socket's frames in order); what it means depends on that frame. Edits and
+// deletes wait apart (their success comes through the room, not in order).
 function refused(frame) {
+  if (frame.of === "edit" || frame.of === "delete") {
+    changeRefused(frame);
+    return;
+  }
   const q = store.answered(() => true);
   const code = frame.code;
   const reason = String(frame.reason || code).replace(/[.\s]+$/, "");

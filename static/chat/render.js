@@ -1,12 +1,23 @@
 // Everything the page shows: messages and notices per room, history pages,
-// the people (and what one may do to a person), the rooms and direct-message
-// lists with their unread counts, the outbox, who is typing, the connection
-// status, and the alerts and notices read out to screen readers.
+// edits (in place, marked "(edited)") and deletes (the message leaves the page),
+// the message editor and the delete confirmation, a room's reset notice, the
+// people (and what one may do to a person), the rooms and direct-message lists
+// with their unread counts, the outbox, who is typing, the connection status,
+// and the alerts and notices read out to screen readers.
 // Names and texts always go in as textContent, never as HTML.
 
 const TYPING_SHOWN_MS = 5000;  // forget a typist after this long
 const NEAR_BOTTOM_PX = 80;     // a reader this close to the end keeps following new messages
 const BANNERS_KEPT = 3;        // alerts (and notices) shown at once; older ones go
+const MAX_TEXT_CHARS = 4000;   // as the composer (docs/protocol.md: Limits)
+// Who may delete anyone's message in a room (presence `role`); the server
+// decides in the end.
+const MODERATING = new Set(["admin", "owner", "moderator"]);
+// A reset (docs/protocol.md): why older messages are not shown.
+const RESET_REASONS = {
+  trimmed: "messages you missed are gone from this room's history (trimmed); scroll up for what it still keeps",
+  lost: "the server lost this room's history",
+};
 
 // The accessible names of the person actions, for `user`.
 const ACTION_LABELS = {
@@ -30,6 +41,8 @@ export function createView(store, { idAfter, LOBBY }) {
   const inviteEl = $("invite");
   const statusEl = $("status");
   const typingEl = $("typing");
+  const announcerEl = $("announcer");
+  const textEl = $("text");
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -49,11 +62,36 @@ export function createView(store, { idAfter, LOBBY }) {
       r.log = el("ol", "room-log");
       r.log.dataset.room = r.name;
       r.log.hidden = r.name !== state.current;
+      r.log.classList.toggle("can-moderate", MODERATING.has(r.role));
       messagesEl.append(r.log);
     }
     return r.log;
   }
 
+  function button(className, text, action, label) {
+    const b = el("button", className, text);
+    b.type = "button";
+    b.dataset.msgAction = action;
+    if (label) b.setAttribute("aria-label", label);
+    return b;
+  }
+
+  // What one may do to a message: edit and delete one's own; delete anyone's
+  // where one moderates (shown by the log's `can-moderate`, set from presence,
+  // which comes after the replayed history).
+  function messageActions(msg) {
+    const box = el("span", "msg-actions");
+    if (msg.user === me) {
+      box.append(button("msg-action", "Edit", "edit", "Edit your message"),
+        button("msg-action", "Delete", "delete", "Delete your message"));
+    } else {
+      box.append(button("msg-action mod-only", "Delete", "delete", "Delete message by " + msg.user));
+    }
+    return box;
+  }
+
+  // A message's node. Its text as the server last gave it is kept on the node
+  // (`chatText`), so a refused edit shows it again; it goes with the node.
   function messageNode(msg) {
     const li = el("li", "msg" + (msg.user === me ? " mine" : ""));
     li.dataset.id = msg.id;
@@ -61,8 +99,217 @@ export function createView(store, { idAfter, LOBBY }) {
     const time = el("time", "time", when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
     time.dateTime = when.toISOString();
     time.title = when.toLocaleString();
-    li.append(el("span", "user", msg.user), time, el("p", "text", msg.text));
+    li.chatText = msg.text;
+    li.edited = msg.edited === true;
+    li.append(el("span", "user", msg.user), time, el("span", "marks"), el("p", "text", msg.text),
+      messageActions(msg));
+    showState(li, msg.room);
     return li;
+  }
+
+  const roomOfNode = (li) => li.closest("ol.room-log")?.dataset.room ?? null;
+
+  // Message `id` of room `name` on the page, or null.
+  function findMessage(name, id) {
+    const r = state.rooms.get(name);
+    if (!r || !r.log || typeof id !== "string") return null;
+    return r.log.querySelector(`li.msg[data-id="${CSS.escape(id)}"]`);
+  }
+
+  // The text, marks and state of a message node: its confirmed text, or the
+  // text of an edit on its way ("saving…"); "deleting…" while a delete is.
+  function showState(li, name) {
+    const pending = store.pendingChange(name, li.dataset.id);
+    li.querySelector(".text").textContent = pending.text ?? li.chatText;
+    const marks = [];
+    if (li.edited) marks.push(el("span", "edited-mark", "(edited)"));
+    if (pending.deleting) marks.push(el("span", "pending-mark", "deleting…"));
+    else if (pending.text !== null) marks.push(el("span", "pending-mark", "saving…"));
+    li.querySelector(".marks").replaceChildren(...marks);
+    li.classList.toggle("changing", pending.deleting || pending.text !== null);
+  }
+
+  // Show message `id` of room `name` as the server and the pending changes say.
+  function refreshMessage(name, id) {
+    const li = findMessage(name, id);
+    if (li) showState(li, name);
+  }
+
+  // An `edited` frame (live, or replayed on a resume): the new text in place,
+  // marked. One for a message not on the page is ignored.
+  function applyEdit({ room, id, text }) {
+    const li = findMessage(room, id);
+    if (!li || typeof text !== "string") return;
+    li.chatText = text;
+    li.edited = true;
+    showState(li, room);
+  }
+
+  // A `deleted` frame: the message leaves the page, its text with it (the
+  // editor, if open on it, and any change of it not yet sent). The focus, if it
+  // was inside, goes to the composer.
+  function applyDelete({ room, id }) {
+    store.forgetMessage(room, id);
+    const li = findMessage(room, id);
+    if (!li) return;
+    const hadFocus = li.contains(document.activeElement);
+    if (state.editing && state.editing.room === room && state.editing.id === id) closeEditor();
+    li.chatText = "";
+    li.remove();
+    if (hadFocus) textEl.focus();
+  }
+
+  // The user's own newest message in room `name` that is not being deleted:
+  // what the up arrow in an empty composer edits.
+  function lastOwnMessage(name) {
+    const r = state.rooms.get(name);
+    if (!r || !r.log) return null;
+    const mine = [...r.log.querySelectorAll("li.msg.mine")];
+    for (let i = mine.length - 1; i >= 0; i -= 1) {
+      if (!store.pendingChange(name, mine[i].dataset.id).deleting) return mine[i];
+    }
+    return null;
+  }
+
+  // The text a message shows now (its pending edit's, else the server's).
+  function shownText(li) {
+    return store.pendingChange(roomOfNode(li), li.dataset.id).text ?? li.chatText;
+  }
+
+  // Edit message `li` in place: a text box with its text (Enter saves,
+  // Shift+Enter is a new line, Escape cancels), Save and Cancel. One at a time.
+  // `back`: where the focus returns ("composer" or the message's Edit button).
+  function openEditor(li, { back = "button" } = {}) {
+    closeEditor();
+    const name = roomOfNode(li);
+    if (!name) return;
+    cancelDeletes();
+    state.editing = { room: name, id: li.dataset.id, back };
+    const box = el("div", "editor");
+    const label = el("label", "visually-hidden", "Edit your message");
+    label.htmlFor = "edit-text";
+    const area = el("textarea", "edit-text");
+    area.id = "edit-text";
+    area.maxLength = MAX_TEXT_CHARS;
+    area.value = shownText(li);
+    area.rows = Math.min(6, Math.max(1, area.value.split("\n").length));
+    area.setAttribute("aria-describedby", "edit-hint edit-problem");
+    const hint = el("p", "edit-hint", "Enter saves · Shift+Enter new line · Escape cancels");
+    hint.id = "edit-hint";
+    const problem = el("p", "edit-problem");
+    problem.id = "edit-problem";
+    problem.setAttribute("role", "alert");
+    const buttons = el("div", "edit-buttons");
+    buttons.append(button("", "Save", "save"), button("quiet", "Cancel", "cancel"));
+    box.append(label, area, hint, problem, buttons);
+    li.querySelector(".text").hidden = true;
+    li.querySelector(".msg-actions").hidden = true;
+    li.classList.add("editing");
+    li.append(box);
+    area.focus();
+    area.setSelectionRange(area.value.length, area.value.length);
+  }
+
+  // Close the editor (nothing saved by this); with `refocus`, the focus goes
+  // back where the edit began (the composer, or the message's Edit button).
+  function closeEditor({ refocus = false } = {}) {
+    const editing = state.editing;
+    if (!editing) return;
+    state.editing = null;
+    const li = findMessage(editing.room, editing.id);
+    if (li) {
+      li.querySelector(".editor")?.remove();
+      li.querySelector(".text").hidden = false;
+      li.querySelector(".msg-actions").hidden = false;
+      li.classList.remove("editing");
+    }
+    if (!refocus) return;
+    const editButton = li?.querySelector('button[data-msg-action="edit"]');
+    (editing.back === "button" && editButton ? editButton : textEl).focus();
+  }
+
+  // Why the editor cannot save (read out: role=alert).
+  function editProblem(text) {
+    const problem = $("edit-problem");
+    if (problem) problem.textContent = text;
+    $("edit-text")?.focus();
+  }
+
+  // Ask before deleting: "Delete this message for everyone?" with Delete and
+  // Cancel, in place of the message's actions (Escape cancels).
+  function confirmDelete(li) {
+    if (li.querySelector(".confirm-delete")) return;
+    closeEditor();
+    cancelDeletes();
+    const mine = li.classList.contains("mine");
+    const box = el("span", "confirm-delete");
+    box.setAttribute("role", "group");
+    const question = el("span", "confirm-question",
+      mine ? "Delete your message for everyone?" : "Delete this message for everyone?");
+    question.id = "confirm-" + li.dataset.id;
+    box.setAttribute("aria-labelledby", question.id);
+    box.append(question, button("danger", "Delete", "confirm-delete"), button("quiet", "Cancel", "keep"));
+    li.querySelector(".msg-actions").hidden = true;
+    li.append(box);
+    box.querySelector('button[data-msg-action="confirm-delete"]').focus();
+  }
+
+  // Every delete question open (one at a time: opening another, or the editor, closes it).
+  function cancelDeletes() {
+    for (const box of messagesEl.querySelectorAll(".confirm-delete")) cancelDelete(box.closest("li.msg"));
+  }
+
+  function cancelDelete(li, { refocus = false } = {}) {
+    const box = li.querySelector(".confirm-delete");
+    if (!box) return;
+    box.remove();
+    li.querySelector(".msg-actions").hidden = false;
+    if (refocus) li.querySelector('button[data-msg-action="delete"]')?.focus();
+  }
+
+  // The user's role in `r` (presence): whether others' messages offer Delete.
+  function setRole(r) {
+    logOf(r).classList.toggle("can-moderate", MODERATING.has(r.role));
+  }
+
+  // Say `text` to screen readers (a polite live region, visually hidden).
+  function announce(text) {
+    announcerEl.textContent = "";
+    // A fresh node each time, so the same words twice are read twice.
+    announcerEl.append(el("span", "", text));
+  }
+
+  // A `reset`: the server cannot bring this room's history up to date from
+  // where we were, and the recent messages follow. What the page had of the
+  // room goes (changes made to it while away are gone with that history, and
+  // the recent messages come again, each once); a notice says why, until
+  // dismissed; history pages back from the recent messages again.
+  function resetRoom(name, reason) {
+    const r = state.rooms.get(name);
+    if (!r) return;
+    const log = logOf(r);
+    const hadFocus = log.contains(document.activeElement);
+    if (state.editing && state.editing.room === name) closeEditor();
+    for (const li of log.querySelectorAll("li.msg")) li.chatText = "";
+    // Unread counts: the recent messages up to the old resume point were seen.
+    if (r.lastId) r.unreadAfter = r.lastId;
+    r.lastId = null;
+    r.oldestId = null;
+    r.epoch = null;  // the history it named is gone; the next presence says the new one
+    r.more = true;
+    r.loadingHistory = false;
+    r.generation += 1;
+    const why = RESET_REASONS[reason] || "reason: " + String(reason);
+    const text = `Earlier messages are no longer available: ${why}.`;
+    const notice = el("li", "notice reset-notice");
+    notice.append(el("span", "notice-text", text),
+      button("dismiss", "×", "dismiss", "Dismiss notice: earlier messages are no longer available"));
+    log.replaceChildren(notice);
+    if (hadFocus) textEl.focus();
+    if (name === state.current) {
+      messagesEl.scrollTop = 0;
+      announce(text);
+    }
   }
 
   function nearBottom() {
@@ -80,9 +327,11 @@ export function createView(store, { idAfter, LOBBY }) {
     logOf(r).append(messageNode(msg));
     stopTyping(r, msg.user);
     if (visible && (stick || msg.user === me)) messagesEl.scrollTop = messagesEl.scrollHeight;
+    const seenBefore = r.unreadAfter !== null && !idAfter(msg.id, r.unreadAfter);
+    if (!seenBefore) r.unreadAfter = null;
     if (visible) {
       store.markRead(r);
-    } else if (msg.user !== me && store.unseen(r, msg.id)) {
+    } else if (msg.user !== me && !seenBefore && store.unseen(r, msg.id)) {
       // What arrives after the room's first replay on this page, or after what
       // the user had seen of it before (a refresh, another tab), is unread.
       r.unread += 1;
@@ -90,15 +339,20 @@ export function createView(store, { idAfter, LOBBY }) {
     }
   }
 
-  function showHistory(frame) {
+  // A history page; `asked`: its request, whose `generation` says whether a
+  // reset came since (then the page is of a view that is gone).
+  function showHistory(frame, asked) {
     const r = state.rooms.get(frame.room);
     if (!r) return;
+    if (asked && asked.generation !== undefined && asked.generation !== r.generation) return;
     r.loadingHistory = false;
     r.more = frame.more;
     const older = frame.messages.filter((m) => !r.oldestId || idAfter(r.oldestId, m.id));
     if (!older.length) return;
     const height = messagesEl.scrollHeight;
-    logOf(r).prepend(...older.map(messageNode));
+    // After a reset its notice stays first: it says what is missing above.
+    const notice = logOf(r).querySelector(":scope > .reset-notice");
+    if (notice) notice.after(...older.map(messageNode)); else logOf(r).prepend(...older.map(messageNode));
     r.oldestId = older[0].id;
     if (!r.lastId) r.lastId = older[older.length - 1].id;
     // Keep what the reader was looking at where it was.
@@ -249,6 +503,7 @@ export function createView(store, { idAfter, LOBBY }) {
 
   function switchTo(name) {
     if (state.selected) closePerson();
+    if (state.editing && state.editing.room !== name) closeEditor();
     state.current = name;
     const r = store.room(name);
     r.unread = 0;
@@ -268,6 +523,7 @@ export function createView(store, { idAfter, LOBBY }) {
 
   // A room the user left: its list and its typists' timers go with it.
   function removeRoom(r) {
+    if (state.editing && state.editing.room === r.name) closeEditor();
     logOf(r).remove();
     for (const timer of r.typists.values()) clearTimeout(timer);
   }
@@ -310,5 +566,19 @@ export function createView(store, { idAfter, LOBBY }) {
     renderOutbox,
     switchTo,
     removeRoom,
+    findMessage,
+    refreshMessage,
+    applyEdit,
+    applyDelete,
+    lastOwnMessage,
+    shownText,
+    openEditor,
+    closeEditor,
+    editProblem,
+    confirmDelete,
+    cancelDelete,
+    setRole,
+    announce,
+    resetRoom,
   };
 }

@@ -1,6 +1,7 @@
-// What the page knows besides its DOM: the rooms (resume points, people,
-// typists), the connection's bookkeeping, and the outbox of messages typed
-// but not yet acknowledged. Changed only through the functions below and by
+// What the page knows besides its DOM: the rooms (resume points and epochs,
+// people, the user's role), the connection's bookkeeping, the outbox of
+// messages typed but not yet acknowledged, and the edits and deletes awaiting
+// their answer. Changed only through the functions below and by
 // the connection (its own fields); main.js exposes `state` read-only to tests.
 
 export const LOBBY = "lobby";
@@ -83,6 +84,16 @@ export function createStore(me) {
     // frame) answers the oldest of them.
     requests: [],
     readMarks: loadReadMarks(), // room -> newest id seen
+    // Edits and deletes sent on this socket or waiting to be, oldest first:
+    // {type: "edit" | "delete", room, id, text?, sent}. Only the first is ever
+    // in flight (`sent`): its success is the room's own `edited` / `deleted`
+    // frame, which reaches the sender through the room and may come after the
+    // answer to a later frame, and its refusal an `error` that names `of` and
+    // `room` but not the id; one at a time, each answer is unambiguous. Never
+    // kept over a socket: a closed socket drops them (the user is told).
+    changes: [],
+    changeTimer: null,
+    editing: null,             // the message being edited: {room, id, back: "composer" | "button"}
   };
 
   const saveOutbox = () => sessionStorage.setItem(outboxKey, JSON.stringify(state.outbox));
@@ -93,6 +104,11 @@ export function createStore(me) {
       dm: dmPeer(name, me),  // a direct message: the other user's name; else null
       log: null,             // its message list, made by the view (render.js)
       lastId: null,          // newest id shown: resume point
+      epoch: null,           // the room's epoch with that resume point (from presence): sent back with it
+      generation: 0,         // counts resets: a history page asked for before one is stale
+      unreadAfter: null,     // after a reset: what came up to the old resume point was seen already
+      owner: null,           // from presence
+      role: "member",        // the user's own role here (presence): admin, owner, moderator, member
       oldestId: null,        // oldest id shown: where scrolling up continues
       more: true,            // older history may exist
       loadingHistory: false,
@@ -167,6 +183,28 @@ export function createStore(me) {
       state.outbox.push(item);
       saveOutbox();
       return item;
+    },
+
+    // What is pending for message `id` of `room`: the text of its newest edit
+    // not yet confirmed (or null), and whether a delete of it is on its way.
+    pendingChange(room, id) {
+      let text = null;
+      let deleting = false;
+      for (const c of state.changes) {
+        if (c.room !== room || c.id !== id) continue;
+        if (c.type === "delete") deleting = true; else text = c.text;
+      }
+      return { text, deleting };
+    },
+
+    // Message `id` of `room` is deleted: no text of it stays here. A change not
+    // sent yet goes; the one in flight stays (its answer is still to come) but
+    // without its text.
+    forgetMessage(room, id) {
+      state.changes = state.changes.filter((c) => c.sent || c.room !== room || c.id !== id);
+      for (const c of state.changes) {
+        if (c.room === room && c.id === id && c.text !== undefined) c.text = "";
+      }
     },
 
     // Take a message back out of the outbox (refused for good, e.g. muted).
