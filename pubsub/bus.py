@@ -212,7 +212,9 @@ class ChatBus:
                 reason = resume_refusal(gap, epoch)
                 if reason is not None:
                     member.send_frame(frame("reset", room=room, reason=reason))
-                    after = None
+                    # The recent messages follow as for a plain join, older
+                    # ids than `after` included (the client dropped its copy).
+                    after, cursor.last = None, ZERO_ID
             allowed = (lambda: not self.kicked_since(room, member.user, since)  # noqa: E731
                        and self.fanout.is_member(member, room))
             if after is None:

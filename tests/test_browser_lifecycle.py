@@ -470,10 +470,6 @@ def test_a_resume_into_another_history_says_it_was_lost(open_user: OpenUser) -> 
     page.wait_for_function("(room) => !!window.chatfleet.state.rooms.get(room).epoch", arg=room)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server: pubsub/bus.py join() sends `reset` but leaves the socket's cursor at `after`, "
-    "so the recent messages up to `after` are skipped (a plain join sends them; "
-    "pubsub/repair.py resets the cursor to ZERO_ID)"))
 def test_a_lost_resume_brings_the_recent_messages_as_a_plain_join(open_user: OpenUser) -> None:
     page, name, room, hello = resume_into_another_history(open_user)
     # The server handles a socket's frames in order: once this message is shown,

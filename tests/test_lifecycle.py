@@ -225,9 +225,12 @@ async def test_reset_lost_when_the_epoch_changed(clients: Any) -> None:
     assert epoch and presence["epoch"] in ("", epoch)
     await ann.join(room, after=first, epoch=epoch)
     assert not [f for f in ann.sock.frames if f["type"] == "reset"]
+    before = len(ann.sock.frames)
     await ann.join(room, after=first, epoch="0123abcd")
     resets = [f for f in ann.sock.frames if f["type"] == "reset"]
     assert resets == [{"type": "reset", "room": room, "reason": "lost"}]
+    # The recent messages follow as for a plain join, the one at `after` too.
+    assert [f["id"] for f in ann.sock.frames[before:] if f["type"] == "chat"] == [first]
 
 
 def start_redis(argv: list[str]) -> subprocess.Popen[bytes]:
