@@ -10,6 +10,15 @@ until acknowledged, and are resent with the same `cid` after every reconnect.
 Unlike the browser client it never drops a repeat on its own side: it writes down every
 chat id it receives, in order, so the drill can count gaps, repeats and
 reordering exactly as a user would have seen them without client-side help.
+
+Private rooms (bench/private.py): a member joins its private rooms like any
+other room and may write to them; a non-member keeps trying to get in
+(`probe`: join, join with `after`, history, chat) and must be refused. Every
+frame of a watched (private) room is written down with the socket it came on
+and when, so the drill can tell what a user was allowed to read at that time.
+A client that learns it was removed from a room (a `kicked` frame, or the
+drill tells it) stops following the room and probes it instead. The owner
+sends moderation `order`s, resent until answered `moderated`.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +66,12 @@ LOGIN_RETRY_SECONDS = 1.0
 # Errors after which the browser client re-joins and resends (nothing was stored).
 RETRYABLE_ERRORS = frozenset({"unavailable", "not_joined", "rate_limited"})
 
+# What a non-member tries, in turn, on a room it may not read: each must be
+# answered `forbidden` (docs/protocol.md: Rooms, roles and moderation).
+PROBES = ("join", "join after", "history", "chat")
+
 StreamKey = tuple[int, int]
+OrderKey = tuple[str, str, str]  # (action, room, user) of a moderation frame
 
 
 def stream_key(msg_id: str) -> StreamKey:
@@ -81,14 +96,44 @@ class RoomLog:
             self.last = msg_id
 
 
-class DrillClient:
-    """One user: logs in, stays in `lobby` plus its own room, talks, and survives failures."""
+@dataclass
+class RoomEvent:
+    """A frame of a watched room: `kind` chat, presence, history or kicked."""
 
-    def __init__(self, base_url: str, user: str, room: str, deadline: float) -> None:
+    kind: str
+    room: str
+    seq: int  # the client's frame counter: the order frames arrived in
+    at: float  # monotonic time it was read
+    sock: int  # the socket it came on (SocketLog.no)
+    count: int = 1  # chat messages it carried (a history frame: its messages)
+
+
+@dataclass
+class SocketLog:
+    """One socket that reached `hello`."""
+
+    no: int
+    hello_at: float
+    rooms: list[str]  # hello.rooms
+    closed_at: float | None = None
+
+
+class DrillClient:
+    """One user: logs in, stays in `lobby` plus its own room (and its private
+    rooms), talks, and survives failures."""
+
+    def __init__(self, base_url: str, user: str, room: str, deadline: float, *,
+                 private: Sequence[str] = (), probe: Sequence[str] = (),
+                 writes_private: bool = True, watch: Sequence[str] = ()) -> None:
         self.base_url = base_url
         self.user = user
-        self.room = room  # the room it writes to (may be the lobby)
-        self.rooms = [LOBBY] if room == LOBBY else [LOBBY, room]
+        self.room = room  # its public room (may be the lobby)
+        # The rooms it follows: joined (with `after`) on every connect.
+        self.rooms = ([LOBBY] if room == LOBBY else [LOBBY, room]) + list(private)
+        # The rooms it writes to, in turn.
+        self.writes = [room] + (list(private) if writes_private else [])
+        self.probe_rooms = list(probe)  # rooms it may not read, and tries to
+        self.watch = frozenset(watch) | set(private) | set(probe)
         self.deadline = deadline  # monotonic time after which every loop ends
         self.http = HttpSession(base_url)
         self.logs = {name: RoomLog() for name in self.rooms}
@@ -103,7 +148,25 @@ class DrillClient:
         self.connect_failures = 0  # tries that did not reach `hello`
         self.errors: Counter[str] = Counter()  # error frames, close codes, failed tries
         self.instances: list[str] = []  # every instance it was served by, in order
-        self.ready = asyncio.Event()  # set once it is first live in its room
+        self.ready = asyncio.Event()  # set once it is first live in all its rooms
+        # Private rooms: what came of watched rooms, on which socket.
+        self.events: list[RoomEvent] = []
+        self.sockets: list[SocketLog] = []
+        self.removed: dict[str, float] = {}  # room -> when it learned it is out
+        self.probes_sent = 0
+        self.probes_acked = 0  # a probe chat acknowledged: it got in
+        # Moderation orders (the owner): sent until answered `moderated`.
+        self.orders: dict[OrderKey, dict[str, Any]] = {}
+        self.order_tries: Counter[OrderKey] = Counter()
+        self.order_last_sent: dict[OrderKey, float] = {}
+        self.answered: dict[OrderKey, float] = {}  # key -> when `moderated` came
+        self.held_seconds = 0.0  # kept offline on purpose (the drill's script)
+        self._held_at: float | None = None
+        self._resume = asyncio.Event()
+        self._resume.set()
+        self._frames = 0
+        self._write_turn = 0
+        self._probe_turn = 0
         self._seq = 0
         self._attempt = 0
         self._stopping = asyncio.Event()
@@ -117,14 +180,87 @@ class DrillClient:
     # -- what the drill asks of it -----------------------------------------
 
     def say(self) -> None:
-        """Type one message in its room: into the outbox, and out at once when online."""
+        """Type one message in its next room: into the outbox, and out at once when online."""
         self._seq += 1
         cid = f"{self.user}.{self._seq}"
         text = f"{cid} drill"
-        self.outbox[cid] = (self.room, text)
-        self.created[cid] = self.room
+        room = self.writes[self._write_turn % len(self.writes)]
+        self._write_turn += 1
+        self.outbox[cid] = (room, text)
+        self.created[cid] = room
         if self._online:
             self._send_chat(cid)
+
+    def probe(self) -> None:
+        """Try the next way into the next room it may not read (each must be refused)."""
+        if not self.probe_rooms or not self._online or self._sock is None:
+            return
+        turn = self._probe_turn
+        self._probe_turn += 1
+        room = self.probe_rooms[turn % len(self.probe_rooms)]
+        kind = PROBES[(turn // len(self.probe_rooms)) % len(PROBES)]
+        frame: dict[str, Any]
+        if kind == "join":
+            frame = {"type": "join", "room": room}
+        elif kind == "join after":
+            log = self.logs.get(room)
+            frame = {"type": "join", "room": room,
+                     "after": log.last if log and log.last else "0-0"}
+        elif kind == "history":
+            frame = {"type": "history", "room": room}
+        else:
+            cid = f"{self.user}.probe{turn}"
+            frame = {"type": "chat", "room": room, "text": f"{cid} probe", "cid": cid}
+        self.probes_sent += 1
+        self._write(self._sock, frame)
+
+    def remove(self, room: str) -> None:
+        """It is out of `room` (kicked or banned): stop following it, keep trying it."""
+        if room in self.removed:
+            return
+        self.removed[room] = time.monotonic()
+        if room in self.rooms:
+            self.rooms.remove(room)
+        if room in self.writes and len(self.writes) > 1:
+            self.writes.remove(room)
+        if room not in self.probe_rooms:
+            self.probe_rooms.append(room)
+        self._joined.discard(room)
+
+    def order(self, frame: dict[str, Any]) -> OrderKey:
+        """A moderation frame, sent now if online and again until it is answered."""
+        key: OrderKey = (str(frame["type"]), str(frame["room"]), str(frame["user"]))
+        self.orders[key] = frame
+        self.resend_orders(0.0)
+        return key
+
+    def resend_orders(self, older_than: float) -> None:
+        """Send every unanswered order last sent more than `older_than` seconds ago."""
+        if not self._online or self._sock is None:
+            return
+        now = time.monotonic()
+        for key, frame in list(self.orders.items()):
+            if now - self.order_last_sent.get(key, float("-inf")) >= older_than:
+                self.order_tries[key] += 1
+                self.order_last_sent[key] = now
+                self._write(self._sock, frame)
+
+    def hold_off(self) -> None:
+        """Go offline on purpose (no socket, no reconnect) until `resume`."""
+        self._resume.clear()
+        self._held_at = time.monotonic()
+        if self._sock is not None:
+            self._sock.close()
+
+    def resume(self) -> None:
+        if self._held_at is not None:
+            self.held_seconds += time.monotonic() - self._held_at
+            self._held_at = None
+        self._resume.set()
+
+    @property
+    def offline(self) -> bool:
+        return self._sock is None
 
     def stop(self) -> None:
         """End the run: no more reconnects; close the socket."""
@@ -155,10 +291,19 @@ class DrillClient:
                     return
                 if delay > 0 and await self._sleep(delay):
                     return
+                if not self._resume.is_set() and await self._held():
+                    return
                 delay = await self._connect_once()
         finally:
             self._cancel_retry()
             self.http.close()
+
+    async def _held(self) -> bool:
+        """Wait while held off (the drill's script); True if stopping."""
+        remaining = max(0.0, self.deadline - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._resume.wait(), remaining)
+        return self._stopping.is_set() or not self._resume.is_set()
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, waking early on stop; True if stopping."""
@@ -219,8 +364,11 @@ class DrillClient:
             self.errors[f"ws {getattr(error, 'code', type(error).__name__)}"] += 1
             self.connect_failures += 1
             return self._backoff()
+        if not self._resume.is_set():  # held off while it connected
+            sock.close()
+            return 0.0
         code = await self._serve(sock)
-        if self._stopping.is_set():
+        if self._stopping.is_set() or not self._resume.is_set():
             return 0.0
         self.errors[f"close {code if code is not None else 'abnormal'}"] += 1
         if self._closed_at is None:  # an outage starts; a failed retry does not start another
@@ -252,18 +400,43 @@ class DrillClient:
             self._cancel_retry()
             self._online = False
             self._sock = None
+            if self.sockets and self.sockets[-1].closed_at is None:
+                self.sockets[-1].closed_at = time.monotonic()
 
     # -- frames --------------------------------------------------------------
 
+    def _watched(self, kind: str, frame: dict[str, Any], count: int = 1) -> None:
+        room = frame.get("room")
+        if isinstance(room, str) and room in self.watch:
+            self.events.append(RoomEvent(kind, room, self._frames, time.monotonic(),
+                                         len(self.sockets), count))
+
     def _on_frame(self, sock: ChatSocket, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
+        self._frames += 1
+        if kind in ("chat", "presence", "kicked"):
+            self._watched(str(kind), frame)
+        elif kind == "history":
+            messages = frame.get("messages")
+            self._watched("history", frame, len(messages) if isinstance(messages, list) else 0)
         if kind == "chat":
             room = frame.get("room")
             if isinstance(room, str) and room in self.logs:
                 self.logs[room].record(str(frame["id"]))
+        elif kind == "kicked":
+            room = frame.get("room")
+            if isinstance(room, str):
+                self.remove(room)
+        elif kind == "moderated":
+            key = (str(frame.get("action")), str(frame.get("room")), str(frame.get("user")))
+            if self.orders.pop(key, None) is not None:
+                self.answered[key] = time.monotonic()
         elif kind == "ack":
             cid = str(frame.get("cid"))
             msg_id = str(frame.get("id"))
+            if cid not in self.created:  # a probe got in
+                self.probes_acked += 1
+                return
             earlier = self.acks.get(cid)
             if earlier is not None and earlier != msg_id:
                 self.ack_conflicts += 1
@@ -271,10 +444,11 @@ class DrillClient:
             self.outbox.pop(cid, None)
         elif kind == "presence":
             room = frame.get("room")
-            if isinstance(room, str):
+            if isinstance(room, str) and room in self.rooms:
                 self._joined.add(room)
-            if room == self.room:
+            if all(r in self._joined for r in self.rooms):
                 self.ready.set()
+            if room == self.room:
                 if self._closed_at is not None:
                     self.reconnect_seconds.append(time.monotonic() - self._closed_at)
                     self._closed_at = None
@@ -282,12 +456,18 @@ class DrillClient:
             self._online = True
             self._attempt = 0
             self.instances.append(str(frame.get("instance")))
+            rooms = frame.get("rooms")
+            self.sockets.append(SocketLog(len(self.sockets) + 1, time.monotonic(),
+                                          [str(r) for r in rooms] if isinstance(rooms, list)
+                                          else []))
             # The lobby was resumed by the URL's ?after=; resume the others.
             for room in self.rooms:
                 if room != LOBBY:
                     self._send_join(sock, room)
             for cid in list(self.outbox):
                 self._send_chat(cid)
+            self.resend_orders(0.0)
+            self.probe()
         elif kind == "error":
             code = str(frame.get("code"))
             self.errors[code] += 1
@@ -313,6 +493,7 @@ class DrillClient:
                 self._send_join(sock, room)
         for cid in list(self.outbox):
             self._send_chat(cid)
+        self.resend_orders(0.0)
 
     def _cancel_retry(self) -> None:
         if self._retry is not None:

@@ -3,6 +3,7 @@
     python -m bench.failover             # the default drill: 200 clients, 2 instances, 60 s
     python -m bench.failover --clients 50 --seconds 30
     python -m bench.failover --url http://127.0.0.1:8000 --var var   # a stack `make run` started
+    python -m bench.failover --private-rooms 0   # without private rooms
 
 It starts its own stack (supervisord, Redis with AOF, N instances, HAProxy) on
 free ports in a temporary folder, logs K scripted users in through HAProxy
@@ -13,6 +14,12 @@ kills instances with SIGKILL one after another, restarts one gracefully
 lets every outbox drain, reads each room's Redis stream and compares it with
 what every client received (bench.tally). Exit status 0 only when nothing
 was lost, repeated, reordered or left unacknowledged.
+
+Private rooms (bench.private): client 0 owns a few, some clients are members
+and talk there too, some outsiders keep trying to get in, and during the chaos
+the owner kicks one member and bans another (kept offline across the ban).
+The drill also fails if anybody read a private room it was not allowed to
+read at the time, or a member that stayed missed or repeated a message.
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bench import private
 from bench.chaos import GRACEFUL, KILL, REDIS, Chaos, ChaosAction, attach
 from bench.drill_client import LOBBY, DrillClient, StreamKey, stream_key
-from bench.tally import DrillResult, StoredMessage, cid_of, render, tally
+from bench.private import DEFAULT_PRIVATE_ROOMS, MAX_PRIVATE_ROOMS, PrivatePlan, Removal
+from bench.tally import DrillResult, StoredMessage, cid_of, is_probe, render, tally
 from pubsub.keys import Keys
 from rigs.ports import settings_on_free_ports
 from stack.run import Stack
@@ -170,7 +179,9 @@ async def _read_streams(
             for raw_id, fields in rows:
                 msg_id = raw_id.decode()
                 text = fields.get(b"text", b"").decode("utf-8", "replace")
-                msgs.append(StoredMessage(msg_id, stream_key(msg_id), cid_of(text)))
+                user = fields.get(b"user", b"").decode("utf-8", "replace")
+                msgs.append(StoredMessage(msg_id, stream_key(msg_id), cid_of(text), user,
+                                          is_probe(text)))
             if len(rows) < XRANGE_PAGE:
                 break
             start = f"({msgs[-1].id}"
@@ -189,28 +200,43 @@ async def drill(
     kill_interval: float,
     redis_restart: bool,
     graceful_restart: bool,
+    private_rooms: int = DEFAULT_PRIVATE_ROOMS,
     key_prefix: str = "",
     log: Log = _stderr,
 ) -> DrillResult:
     """Run the drill against a running `stack`; the caller starts and stops it."""
     run_id = secrets.token_hex(3)
-    room_names = [LOBBY] + [f"drill-{run_id}-{k}" for k in range(1, rooms + 1)]
+    public_names = [LOBBY] + [f"drill-{run_id}-{k}" for k in range(1, rooms + 1)]
+    private_names = [f"priv-{run_id}-{k}" for k in range(1, private_rooms + 1)]
+    room_names = public_names + private_names
+    plan = private.plan_private(clients, private_names)
     keys = Keys(key_prefix)
     # Every client loop ends by this time whatever happens.
     deadline = (time.monotonic() + READY_TIMEOUT_SECONDS + seconds + CHAOS_WRAPUP_SECONDS
                 + ALL_UP_TIMEOUT_SECONDS + DRAIN_TIMEOUT_SECONDS + SETTLE_TIMEOUT_SECONDS)
+    user_names = [f"d{run_id}-{i}" for i in range(clients)]
+    removed = plan.removed() if plan else set()
     users = [
-        DrillClient(stack.url, f"d{run_id}-{i}", room_names[i % len(room_names)], deadline)
+        DrillClient(stack.url, user_names[i], public_names[i % len(public_names)], deadline,
+                    private=plan.private_of(i) if plan else (),
+                    probe=plan.probe_of(i) if plan else (),
+                    writes_private=i not in removed, watch=private_names)
         for i in range(clients)
     ]
     result = DrillResult(
         clients=clients, instances=stack.settings.instances, seconds=seconds, rate=rate,
-        rooms=room_names,
+        rooms=room_names, private_rooms=private_names,
     )
     redis = Redis.from_url(redis_url, socket_timeout=10)
     tasks: list[asyncio.Task[None]] = []
     chaos_task: asyncio.Task[list[ChaosAction]] | None = None
+    script_task: asyncio.Task[list[Removal]] | None = None
+    probe_task: asyncio.Task[None] | None = None
+    removals: list[Removal] = []
+    t0 = time.monotonic()
     try:
+        if plan is not None:
+            await private.setup(stack.url, user_names, plan, log)
         log(f"logging in {clients} clients in {len(room_names)} rooms at {stack.url}")
         for i, user in enumerate(users):
             tasks.append(asyncio.create_task(user.run(), name=user.user))
@@ -230,6 +256,10 @@ async def drill(
             kill_interval=kill_interval, redis_restart=redis_restart,
             graceful_restart=graceful_restart, t0=t0, sending_over=sending_over, log=log,
         ))
+        if plan is not None:
+            script_task = asyncio.create_task(
+                private.script(users, plan, t0, seconds, log, removals))
+            probe_task = asyncio.create_task(private.probe_loop(users, plan, sending_over))
         await _send(users, seconds, rate, t0)
         sending_over.set()
         log(f"{time.monotonic() - t0:6.1f} s  sending stopped; waiting for the last fault")
@@ -238,6 +268,11 @@ async def drill(
                                                     CHAOS_WRAPUP_SECONDS)
         except TimeoutError:
             result.failures.append("chaos: the last fault did not finish in time")
+        if script_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(script_task), private.ORDER_TIMEOUT_SECONDS)
+            except TimeoutError:
+                result.failures.append("private: the kick and ban did not finish in time")
 
         names = [f"chat{n}" for n in range(1, stack.settings.instances + 1)]
         try:
@@ -255,6 +290,10 @@ async def drill(
         log(f"{time.monotonic() - t0:6.1f} s  outboxes drained; "
             f"{'every client has the last message' if settled else 'some clients lag'}")
     finally:
+        for task in (script_task, probe_task):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for user in users:
             user.stop()
         if tasks:
@@ -271,7 +310,27 @@ async def drill(
         streams = await _read_streams(redis, keys, room_names)
     finally:
         await redis.aclose()
-    return tally(result, users, streams, marks)
+    tally(result, users, streams, marks)
+    if plan is not None:
+        _check_private(result, plan, users, removals, streams, t0)
+    return result
+
+
+def _check_private(result: DrillResult, plan: PrivatePlan, users: list[DrillClient],
+                   removals: list[Removal], streams: dict[str, list[StoredMessage]],
+                   t0: float) -> None:
+    authors = {room: [(m.user, m.probe) for m in streams.get(room, [])] for room in plan.rooms}
+    checked, failures = private.check(plan, users, removals, authors, t0)
+    rows = [r for r in result.per_room if r.room in plan.rooms]
+    checked.expected = sum(r.expected for r in rows)
+    checked.delivered = sum(r.delivered for r in rows)
+    checked.lost = sum(r.lost for r in rows)
+    checked.duplicated = sum(r.duplicated for r in rows)
+    checked.out_of_order = sum(r.out_of_order for r in rows)
+    if not checked.expected:
+        failures.append("private: no message of a private room was expected by a member")
+    result.private = checked
+    result.failures += failures
 
 
 def run_drill(
@@ -284,6 +343,7 @@ def run_drill(
     redis_restart: bool = True,
     graceful_restart: bool = True,
     *,
+    private_rooms: int = DEFAULT_PRIVATE_ROOMS,
     url: str | None = None,
     var: Path | None = None,
     redis_url: str | None = None,
@@ -301,6 +361,8 @@ def run_drill(
     """
     if clients < 1 or instances < 2 or seconds <= 0 or rate <= 0 or rooms < 0:
         raise ValueError("need clients >= 1, instances >= 2, seconds > 0, rate > 0, rooms >= 0")
+    if not 0 <= private_rooms <= MAX_PRIVATE_ROOMS:
+        raise ValueError(f"need 0 <= private rooms <= {MAX_PRIVATE_ROOMS}")
     own = url is None
     made_folder = False
     if own:
@@ -323,7 +385,8 @@ def run_drill(
         result = asyncio.run(drill(
             stack, redis_url, clients=clients, seconds=seconds, rate=rate, rooms=rooms,
             kill_interval=kill_interval, redis_restart=redis_restart,
-            graceful_restart=graceful_restart, key_prefix=key_prefix, log=log,
+            graceful_restart=graceful_restart, private_rooms=private_rooms,
+            key_prefix=key_prefix, log=log,
         ))
         result.var = str(folder)
     finally:
@@ -370,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
                              f"(default {DEFAULT_RATE:g})")
     parser.add_argument("--rooms", type=int, default=DEFAULT_ROOMS,
                         help=f"rooms besides the lobby (default {DEFAULT_ROOMS})")
+    parser.add_argument("--private-rooms", type=int, default=DEFAULT_PRIVATE_ROOMS,
+                        help=f"private rooms, with a kick and a ban during the chaos "
+                             f"(default {DEFAULT_PRIVATE_ROOMS}; 0: none)")
     parser.add_argument("--kill-interval", type=float, default=DEFAULT_KILL_INTERVAL,
                         help="seconds between a fault being healed and the next "
                              f"(default {DEFAULT_KILL_INTERVAL:g})")
@@ -393,8 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_drill(
             args.clients, args.instances, args.seconds, args.rate, args.rooms,
             args.kill_interval, not args.no_redis_restart, not args.no_graceful_restart,
-            url=args.url, var=args.var, redis_url=args.redis_url, key_prefix=args.key_prefix,
-            keep=args.keep,
+            private_rooms=args.private_rooms, url=args.url, var=args.var,
+            redis_url=args.redis_url, key_prefix=args.key_prefix, keep=args.keep,
         )
     except (RuntimeError, TimeoutError, ValueError, OSError) as error:
         print(f"failover drill could not run: {error}", file=sys.stderr)

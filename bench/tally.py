@@ -10,6 +10,9 @@ Definitions (per client and room):
 Sends: stored = messages of this drill found in the streams (by the cid in
 their text); stored twice = a cid stored more than once (idempotence broken);
 acked missing = an acknowledged id absent from the stream (an ack that lied).
+Private rooms: a member's window starts at the room's first message (members
+joined before anything was written); a member removed during the drill
+(kicked or banned) has no window there: bench/private.py checks what it got.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench import private
 from bench.chaos import ChaosAction
 from bench.drill_client import DrillClient, StreamKey, stream_key
+from bench.private import PrivateResult
 
 # How many example ids of each kind of fault the result keeps, for debugging.
 SAMPLES = 10
@@ -33,12 +38,14 @@ class StoredMessage:
     id: str
     key: StreamKey
     cid: str  # "" for a message not written by this drill
+    user: str = ""  # its author
+    probe: bool = False  # written by an outsider's try (bench.private): must not be stored
 
 
 @dataclass
 class RoomResult:
     room: str
-    clients: int  # clients that were in the room
+    clients: int  # clients that were in the room (to the end)
     stored: int  # messages in the stream during the drill
     expected: int
     delivered: int
@@ -54,6 +61,7 @@ class DrillResult:
     seconds: float
     rate: float
     rooms: list[str]
+    private_rooms: list[str] = field(default_factory=list)  # among `rooms`
     sent: int = 0
     acked: int = 0
     unacked: int = 0
@@ -77,6 +85,7 @@ class DrillResult:
     errors: dict[str, int] = field(default_factory=dict)
     per_room: list[RoomResult] = field(default_factory=list)
     actions: list[ChaosAction] = field(default_factory=list)
+    private: PrivateResult | None = None
     samples: dict[str, list[str]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     var: str = ""
@@ -104,6 +113,11 @@ def cid_of(text: str) -> str:
     """The drill writes `"<cid> drill"`; anything else is somebody else's message."""
     head, _, tail = text.partition(" ")
     return head if tail == "drill" else ""
+
+
+def is_probe(text: str) -> bool:
+    """An outsider's try to write to a private room: `"<cid> probe"`."""
+    return text.partition(" ")[2] == "probe"
 
 
 def tally(
@@ -150,10 +164,12 @@ def tally(
                          0, 0, 0, 0, 0)
         for room in result.rooms
     }
+    private_rooms = set(result.private_rooms)
     for c in clients:
         for room, log in c.logs.items():
             stats = rooms[room]
-            stats.clients += 1
+            removed = room in c.removed
+            stats.clients += 0 if removed else 1
             ids = log.ids
             got = set(ids)
             dup = len(ids) - len(got)
@@ -168,6 +184,10 @@ def tally(
             result.unknown += len(got - stored_ids.get(room, set()))
             stats.duplicated += dup
             stats.out_of_order += ooo
+            if removed:
+                continue
+            if room in private_rooms:
+                starts = [(0, 0)]
             if not starts:
                 continue
             start, end = min(starts), end_marks.get(room, (0, 0))
@@ -254,6 +274,10 @@ def render(result: DrillResult) -> str:
         ("relogins", str(result.relogins)),
         ("failed connect tries", str(result.connect_failures)),
     ]
+    if result.private is not None:
+        rows += private.rows(result.private)
+        lines += ["", "private rooms (owner " + result.private.owner + "):"]
+        lines += private.removal_lines(result.private) or ["  (no kick or ban)"]
     width = max(len(k) for k, _ in rows)
     lines += ["", f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
     lines += [f"{k:<{width}}  {v}" for k, v in rows]
@@ -266,6 +290,8 @@ def render(result: DrillResult) -> str:
         lines += ["", "closes, error frames, failed tries: "
                   + ", ".join(f"{k} x{v}" for k, v in result.errors.items())]
     for kind, examples in result.samples.items():
+        lines.append(f"examples of {kind}: {'; '.join(examples)}")
+    for kind, examples in (result.private.samples if result.private else {}).items():
         lines.append(f"examples of {kind}: {'; '.join(examples)}")
     lines += ["", "PASS" if result.passed else "FAIL: " + "; ".join(result.failures)]
     if result.var:
