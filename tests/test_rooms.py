@@ -279,3 +279,20 @@ async def test_an_admin_may_moderate_every_room(stack: Stack, people: Any) -> No
         await owner.sock.next_of("kicked", room=room)
         await admin.send(type="audit", room=room)
         assert (await admin.sock.next_of("audit", room=room))["entries"]
+
+
+async def test_a_member_kicked_while_away_is_not_offered_the_room_again(people: Any) -> None:
+    """Its logins' lists of rooms to rejoin lose the room too, connected or not."""
+    owner, guest = await people(0), await people(1)
+    room = unique("priv")
+    await owner.send(type="create", room=room, private=True)
+    await owner.sock.next_of("presence", room=room)
+    await owner.done(type="invite", room=room, user=guest.name)
+    await guest.join(room)  # now also in this login's rooms to rejoin
+    guest.sock.close()
+    await owner.done(type="kick", room=room, user=guest.name)
+    again = await ChatSocket.connect(guest.http)
+    try:
+        assert room not in (await again.next_of("hello"))["rooms"]
+    finally:
+        again.close()
