@@ -55,14 +55,15 @@ def roles(target: Target) -> dict[str, list[int]]:
 
 @contextlib.contextmanager
 def bench_target(kind: str, instances: int, env: dict[str, str] | None = None,
-                 edge: EdgeLimits | None = None) -> Iterator[Target]:
+                 edge: EdgeLimits | None = None, auth: str = "open") -> Iterator[Target]:
     """Start a target of `kind` (rate limit off) in a fresh folder; stop it and remove it after.
 
     `edge`: the front door's per-address limits (default off: bench clients share loopback).
+    `auth`: "open" (a name alone logs in) or "accounts" (chatfleet only).
     """
     var = Path(tempfile.mkdtemp(prefix=f"chatfleet-bench-{kind}-"))
     try:
-        target = start_target(kind, instances, var, env=env, edge=edge)
+        target = start_target(kind, instances, var, env=env, edge=edge, auth=auth)
         try:
             yield target
         finally:

@@ -111,6 +111,7 @@ def start_target(
     redis_shards: int = 0,
     cluster_replicas: int = 0,
     edge: EdgeLimits | None = None,
+    auth: str = "open",
 ) -> Target:
     """Start `instances` server processes of `kind` behind HAProxy; return once all are UP.
 
@@ -119,15 +120,19 @@ def start_target(
     `redis_shards` > 0 (chatfleet only): start a Redis Cluster of that many
     primaries, each with `cluster_replicas` replicas, instead of one Redis.
     `edge` (chatfleet only): the front door's per-address limits; by default
-    off, since every bench client connects from loopback.
+    off, since every bench client connects from loopback. `auth` (chatfleet
+    only): "open" (a name is all a login takes: the load tools log in thousands
+    of names) or "accounts" (a name needs its password; bench/logins.py).
     """
+    if kind != "chatfleet" and auth != "open":
+        raise ValueError("only chatfleet has accounts")
     if redis_shards > 0:
         if kind != "chatfleet" or redis is not None:
             raise ValueError("a Redis Cluster is for chatfleet with a Redis of its own only")
         return ClusterChatfleetTarget.start_on_cluster(
-            instances, var, env or {}, redis_shards, cluster_replicas)
+            instances, var, env or {}, redis_shards, cluster_replicas, auth)
     if kind == "chatfleet":
-        return ChatfleetTarget.start(instances, var, env or {}, redis, edge)
+        return ChatfleetTarget.start(instances, var, env or {}, redis, edge, auth)
     if kind == "socketio":
         return SocketioTarget.start(instances, var, env or {}, redis)
     raise ValueError(f"unknown target kind {kind!r}; one of {', '.join(KINDS)}")
@@ -150,10 +155,11 @@ class ChatfleetTarget:
 
     @classmethod
     def start(cls, instances: int, var: Path, env: dict[str, str],
-              redis: RedisRef | None, edge: EdgeLimits | None = None) -> ChatfleetTarget:
+              redis: RedisRef | None, edge: EdgeLimits | None = None,
+              auth: str = "open") -> ChatfleetTarget:
         # Per-address limits stay off unless asked for (settings_on_free_ports):
         # every bench client connects from 127.0.0.1.
-        settings = settings_on_free_ports(instances, var)
+        settings = settings_on_free_ports(instances, var, auth=auth)
         if edge is not None:
             settings = replace(settings, edge=edge)
         if redis is not None:
@@ -204,12 +210,12 @@ class ClusterChatfleetTarget(ChatfleetTarget):
 
     @classmethod
     def start_on_cluster(cls, instances: int, var: Path, env: dict[str, str], shards: int,
-                         replicas: int) -> ClusterChatfleetTarget:
+                         replicas: int, auth: str = "open") -> ClusterChatfleetTarget:
         ports = free_cluster_ports("127.0.0.1", shards * (1 + replicas))
         cluster = RedisCluster("127.0.0.1", ports, var / "cluster", replicas=replicas)
         cluster.start()
         try:
-            settings = replace(settings_on_free_ports(instances, var),
+            settings = replace(settings_on_free_ports(instances, var, auth=auth),
                                redis_cluster=cluster.seeds)
             stack = Stack(settings, env={**CHATFLEET_BENCH_ENV, **env})
             stack.start()

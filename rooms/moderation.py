@@ -76,18 +76,21 @@ class Rooms:
     """The room frames, for one process. `publish_control` sends an order to
     every instance; `user_exists` says whether a name is a user (an account in
     accounts mode, any valid name in open mode); `count_new_room` spends one
-    of the user's new rooms for today (Refused past it)."""
+    of the user's new rooms for today (Refused past it); `forget_room(user,
+    room)` takes the room out of every login's list of rooms to rejoin."""
 
     def __init__(self, topology: Topology, keys: Keys, settings: RoomSettings,
                  publish_control: Callable[[dict[str, object]], Awaitable[None]],
                  user_exists: Callable[[str], Awaitable[bool]],
-                 count_new_room: Callable[[str], Awaitable[None]]) -> None:
+                 count_new_room: Callable[[str], Awaitable[None]],
+                 forget_room: Callable[[str, str], Awaitable[None]] | None = None) -> None:
         self.redis = topology.client
         self.keys = keys
         self.settings = settings
         self.publish_control = publish_control
         self.user_exists = user_exists
         self.count_new_room = count_new_room
+        self.forget_room = forget_room
         self._create = self.redis.register_script(_CREATE_LUA)
         self._dm = self.redis.register_script(_DM_LUA)
         self._mute = self.redis.register_script(_MUTE_LUA)
@@ -183,6 +186,10 @@ class Rooms:
             await pipe.execute()
         if actor.private:
             await self.redis.srem(self.keys.user_rooms(target_user), room)
+        if (actor.private or ban) and self.forget_room is not None:
+            # Out of every login's room list too, connected or not, so no
+            # later hello offers the room again.
+            await self.forget_room(target_user, room)
         await self._audit(room, user, "ban" if ban else "kick", target_user)
         await self.publish_control({"t": "kick", "room": room, "user": target_user, "by": user,
                                     "ban": ban})

@@ -95,7 +95,7 @@ class ChatProcess:
         self.rooms = Rooms(topology, self.bus.keys,
                            RoomSettings(config.admins, config.caps.idle_seconds),
                            self.bus.publish_control, self._user_exists,
-                           self.bus.admission.count_new_room)
+                           self.bus.admission.count_new_room, self._forget_room)
         # Kicked sockets' room leaves, kept referenced until done.
         self._cutting: set[asyncio.Task[None]] = set()
         self.keepalive = KeepAlive(config.ping_interval)
@@ -113,6 +113,11 @@ class ChatProcess:
     async def _user_exists(self, user: str) -> bool:
         """A user to invite or write to: an account, or in open mode any valid name."""
         return self.accounts is None or await self.accounts.store.exists(user)
+
+    async def _forget_room(self, user: str, room: str) -> None:
+        """Take `room` out of the rooms every login of `user` rejoins."""
+        for login in await self.sessions.logins_of(user):
+            await self.sessions.remove_room(login, room)
 
     def _on_room_order(self, order: dict[str, object]) -> None:
         """A kick, ban or invitation from some instance: tell this user's sockets

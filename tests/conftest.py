@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from chatclient import HttpSession
 from rigs.ports import free_port, settings_on_free_ports
@@ -66,19 +67,28 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The whole stack: supervisord running Redis, 2 chat instances and HAProxy."""
-    var: Path = tmp_path_factory.mktemp("stack")
-    running = Stack(settings_on_free_ports(2, var))
+@contextmanager
+def running_stack(var: Path, auth: str = "open", env: dict[str, str] | None = None,
+                  keep_logs_as: str = "") -> Iterator[Stack]:
+    """A whole stack of 2 instances in `var`, ready; stopped (by pid) on exit.
+    With CHAT_KEEP_LOGS set, its logs are kept in test-artifacts/`keep_logs_as`."""
+    running = Stack(settings_on_free_ports(2, var, auth=auth), env=env)
     running.start()
     try:
         running.wait_ready()
         yield running
     finally:
         running.stop()
-        if os.environ.get("CHAT_KEEP_LOGS"):
-            shutil.copytree(var / "log", Path("test-artifacts") / "stack-log", dirs_exist_ok=True)
+        if keep_logs_as and os.environ.get("CHAT_KEEP_LOGS"):
+            shutil.copytree(var / "log", Path("test-artifacts") / keep_logs_as,
+                            dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole stack: supervisord running Redis, 2 chat instances and HAProxy."""
+    with running_stack(tmp_path_factory.mktemp("stack"), keep_logs_as="stack-log") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -87,17 +97,17 @@ def accounts_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     needs its password. Tests that fail logins on it connect from a loopback
     address of their own (`own_address`), so the throttle's per-address count
     of one test never refuses another's."""
-    var: Path = tmp_path_factory.mktemp("accounts-stack")
-    running = Stack(settings_on_free_ports(2, var, auth="accounts"))
-    running.start()
-    try:
-        running.wait_ready()
+    with running_stack(tmp_path_factory.mktemp("accounts-stack"), auth="accounts",
+                       keep_logs_as="accounts-stack-log") as running:
         yield running
-    finally:
-        running.stop()
-        if os.environ.get("CHAT_KEEP_LOGS"):
-            shutil.copytree(var / "log", Path("test-artifacts") / "accounts-stack-log",
-                            dirs_exist_ok=True)
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the test session's own redis-server."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 _addresses = iter(range(2, 250))

@@ -56,6 +56,15 @@ class User:
         message_id: str = answer["id"]
         return message_id
 
+    async def private_room(self, *members: User) -> str:
+        """A new private room of this user's, with `members` invited; its name."""
+        room = unique("priv")
+        await self.send(type="create", room=room, private=True)
+        await self.sock.next_of("presence", room=room)
+        for member in members:
+            await self.done(type="invite", room=room, user=member.name)
+        return room
+
     def texts(self, room: str) -> list[str]:
         return [f["text"] for f in self.sock.frames if f["type"] == "chat" and f["room"] == room]
 
@@ -104,9 +113,7 @@ async def test_a_private_room_is_closed_to_non_members_everywhere(people: Any) -
 
 async def test_an_invitation_reaches_the_invitee_on_the_other_instance(people: Any) -> None:
     owner, guest = await people(0), await people(1)
-    room = unique("priv")
-    await owner.send(type="create", room=room, private=True)
-    await owner.sock.next_of("presence", room=room)
+    room = await owner.private_room()
     await owner.say(room, "before the invite")
     await owner.done(type="invite", room=room, user=guest.name)
     invited = await guest.sock.next_of("invited", room=room)
@@ -126,11 +133,7 @@ async def test_an_invitation_reaches_the_invitee_on_the_other_instance(people: A
 async def test_roles_decide_who_may_moderate_whom(people: Any) -> None:
     owner, mod, other_mod, member = await people(0), await people(1), await people(0), \
         await people(1)
-    room = unique("priv")
-    await owner.send(type="create", room=room, private=True)
-    await owner.sock.next_of("presence", room=room)
-    for user in (mod, other_mod, member):
-        await owner.done(type="invite", room=room, user=user.name)
+    room = await owner.private_room(mod, other_mod, member)
     await owner.done(type="role", room=room, user=mod.name, role="moderator")
     await owner.done(type="role", room=room, user=other_mod.name, role="moderator")
     assert await member.error(type="invite", room=room, user=unique("x")) == "forbidden"
@@ -185,10 +188,7 @@ async def test_a_ban_holds_until_unbanned(people: Any) -> None:
 
 async def test_a_kicked_member_of_a_private_room_is_a_member_no_more(people: Any) -> None:
     owner, guest = await people(0), await people(1)
-    room = unique("priv")
-    await owner.send(type="create", room=room, private=True)
-    await owner.sock.next_of("presence", room=room)
-    await owner.done(type="invite", room=room, user=guest.name)
+    room = await owner.private_room(guest)
     await guest.join(room)
     await owner.done(type="kick", room=room, user=guest.name)
     await guest.sock.next_of("kicked", room=room)
@@ -279,3 +279,17 @@ async def test_an_admin_may_moderate_every_room(stack: Stack, people: Any) -> No
         await owner.sock.next_of("kicked", room=room)
         await admin.send(type="audit", room=room)
         assert (await admin.sock.next_of("audit", room=room))["entries"]
+
+
+async def test_a_member_kicked_while_away_is_not_offered_the_room_again(people: Any) -> None:
+    """Its logins' lists of rooms to rejoin lose the room too, connected or not."""
+    owner, guest = await people(0), await people(1)
+    room = await owner.private_room(guest)
+    await guest.join(room)  # now also in this login's rooms to rejoin
+    guest.sock.close()
+    await owner.done(type="kick", room=room, user=guest.name)
+    again = await ChatSocket.connect(guest.http)
+    try:
+        assert room not in (await again.next_of("hello"))["rooms"]
+    finally:
+        again.close()

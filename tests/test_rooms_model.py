@@ -31,10 +31,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from chatclient import ChatSocket, HttpSession
-from rigs.ports import settings_on_free_ports
 from rooms.names import dm_room
 from stack.run import Stack
-from tests.conftest import unique
+from tests.conftest import running_stack, unique
 
 pytestmark = pytest.mark.cluster
 
@@ -106,10 +105,14 @@ class RoomsModel(RuleBasedStateMachine):
         self.run(start())
 
     def teardown(self) -> None:
-        for client in self.clients.values():
-            client.sock.close()
-            client.http.close()
-        self.loop.run_until_complete(asyncio.sleep(0))
+        async def close_all() -> None:
+            # Inside the machine's loop: a socket's close writes a frame.
+            for client in self.clients.values():
+                client.sock.close()
+                client.http.close()
+            await asyncio.sleep(0)
+
+        self.loop.run_until_complete(close_all())
         self.loop.close()
 
     # -- helpers -------------------------------------------------------------
@@ -327,14 +330,9 @@ class RoomsModel(RuleBasedStateMachine):
 def model_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack of its own without the chat rate limit: the lobby marker after
     every step would soon be refused as a flood."""
-    running = Stack(settings_on_free_ports(2, tmp_path_factory.mktemp("model-stack")),
-                    env={"CHAT_RATE_LIMIT": "0"})
-    running.start()
-    try:
-        running.wait_ready()
+    with running_stack(tmp_path_factory.mktemp("model-stack"),
+                       env={"CHAT_RATE_LIMIT": "0"}) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_rooms_against_the_model(model_stack: Stack) -> None:
