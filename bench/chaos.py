@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +28,14 @@ HEALTHY_TIMEOUT_SECONDS = 30.0
 # every instance down together, so allow for both checks and a slow start.
 BACK_UP_TIMEOUT_SECONDS = 60.0
 POLL_SECONDS = 0.1
+# A Redis restart with something to do while it is down stays down this long,
+# so what is sent meanwhile meets a Redis that is gone (`unavailable`).
+REDIS_DOWN_SECONDS = 1.0
 
 KILL = "kill -9"
 GRACEFUL = "graceful restart"
 REDIS = "redis restart"
+REDIS_EMPTY = "redis data lost"
 
 
 @dataclass
@@ -100,11 +106,33 @@ class Chaos:
         self._back_up(action, [n], started)
         return action
 
-    def restart_redis(self, at: float) -> ChaosAction:
-        """`supervisorctl restart redis`: its AOF keeps sessions and history."""
-        action = ChaosAction(REDIS, "redis", at)
+    def restart_redis(self, at: float, lose_data: bool = False,
+                      while_down: Callable[[], None] | None = None) -> ChaosAction:
+        """`supervisorctl restart redis`: its AOF keeps sessions and history.
+
+        `lose_data`: stop it, remove its files (the stack's own `var/redis`
+        folder), start it empty: every session, room and message is gone.
+        `while_down`: stop it, call this, wait REDIS_DOWN_SECONDS, start it.
+        """
+        action = ChaosAction(REDIS_EMPTY if lose_data else REDIS, "redis", at)
         started = time.monotonic()
-        out = self.stack.ctl("restart", "redis")
+        if lose_data or while_down is not None:
+            out = self.stack.ctl("stop", "redis")
+            if "stopped" not in out:
+                action.ok, action.note = False, out.strip()[:200]
+                return action
+            folder = self.stack.settings.var / "redis"
+            for path in folder.iterdir() if lose_data and folder.is_dir() else []:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            if while_down is not None:
+                while_down()
+                time.sleep(REDIS_DOWN_SECONDS)
+            out = self.stack.ctl("start", "redis")
+        else:
+            out = self.stack.ctl("restart", "redis")
         if "started" not in out:
             action.ok, action.note = False, out.strip()[:200]
             return action

@@ -19,6 +19,20 @@ and when, so the drill can tell what a user was allowed to read at that time.
 A client that learns it was removed from a room (a `kicked` frame, or the
 drill tells it) stops following the room and probes it instead. The owner
 sends moderation `order`s, resent until answered `moderated`.
+
+Edits and deletes (bench/lifecycle.py): a client asked to `change` edits or
+deletes one of its own acknowledged messages, one change at a time. The
+change is sent once the room is joined on the current socket (after the
+join's replay, which brings the answer of a try whose answer the last socket
+lost), and again after `unavailable`, `not_joined` or `rate_limited`; the
+answer is its own `edited` (with its text) or `deleted` frame coming back.
+Every client keeps what it was shown of each followed room (`views`: chat
+frames add, `edited` frames change, `deleted` frames remove, a `reset`
+empties it, as the browser does), every chat, `edited`, `deleted` and `reset`
+frame with its socket and time (`seen`), and when it sent each join, so the
+drill can compare the view with Redis and tell which frames came after a
+delete was acknowledged. It keeps each room's `epoch` from presence and sends
+it back with `after` (`/ws?after=…&epoch=…` for the lobby).
 """
 
 from __future__ import annotations
@@ -73,6 +87,8 @@ PROBES = ("join", "join after", "history", "chat")
 StreamKey = tuple[int, int]
 OrderKey = tuple[str, str, str]  # (action, room, user) of a moderation frame
 
+EDIT, DELETE = "edit", "delete"
+
 
 def stream_key(msg_id: str) -> StreamKey:
     """`"1700000000000-3"` -> `(1700000000000, 3)`, comparable like Redis compares ids."""
@@ -87,6 +103,10 @@ class RoomLog:
     ids: list[str] = field(default_factory=list)  # every chat id received, repeats included
     last: str | None = None  # the highest id received: where a resume starts
     last_key: StreamKey = (0, 0)
+    # Where in `ids` each `reset` came: the room started over for the client
+    # there (the recent messages follow), so repeats and order count within
+    # the stretches between resets.
+    resets: list[int] = field(default_factory=list)
 
     def record(self, msg_id: str) -> None:
         self.ids.append(msg_id)
@@ -94,6 +114,60 @@ class RoomLog:
         if key > self.last_key:
             self.last_key = key
             self.last = msg_id
+
+    def reset(self) -> None:
+        """docs/protocol.md: on `reset` a client drops its last id for the room."""
+        self.resets.append(len(self.ids))
+        self.last, self.last_key = None, (0, 0)
+
+    def stretches(self) -> list[list[str]]:
+        """`ids` cut at every reset."""
+        cuts = [0, *self.resets, len(self.ids)]
+        return [self.ids[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
+@dataclass(slots=True)
+class Seen:
+    """A chat, `edited`, `deleted` or `reset` frame of a followed room, as it came;
+    `epoch` for a presence frame of one (its epoch)."""
+
+    kind: str
+    room: str
+    id: str  # the message it is about ("" for reset and epoch)
+    text: str  # its text (chat, edited); the reason (reset); the epoch (epoch)
+    seq: int  # the client's frame counter: the order frames arrived in
+    sock: int  # the socket it came on (SocketLog.no)
+    at: float  # monotonic time it was read
+
+
+@dataclass(slots=True)
+class JoinSent:
+    """A join of `room` written on socket `sock` (the lobby: the socket's own
+    opening, `/ws?after=`), after frame number `seq` and at monotonic `at`."""
+
+    room: str
+    sock: int
+    seq: int
+    at: float
+
+
+@dataclass
+class ChangeOrder:
+    """One edit or delete the client was asked for, and what became of it."""
+
+    kind: str  # EDIT or DELETE
+    room: str
+    id: str  # the message (its own)
+    cid: str  # the message's cid
+    text: str  # the new text (an edit)
+    asked_at: float  # monotonic
+    tries: int = 0  # frames sent for it
+    acked_at: float | None = None  # its own edited/deleted frame came back (monotonic)
+    refused: str = ""  # the error code that ended it without an answer
+    # A delete answered `bad_frame` after an earlier try: the message was gone
+    # by then (the earlier try's answer was lost). Monotonic.
+    gone_at: float | None = None
+    given_up: bool = False  # the client left the room (removed) before an answer
 
 
 @dataclass
@@ -116,6 +190,7 @@ class SocketLog:
     hello_at: float
     rooms: list[str]  # hello.rooms
     closed_at: float | None = None
+    connect_at: float | None = None  # when its handshake began (its lobby join)
 
 
 class DrillClient:
@@ -141,6 +216,7 @@ class DrillClient:
         self.outbox: dict[str, tuple[str, str]] = {}
         self.created: dict[str, str] = {}  # every cid made -> its room
         self.acks: dict[str, str] = {}  # cid -> acknowledged id
+        self.ack_at: dict[str, float] = {}  # cid -> when (monotonic) its first ack came
         self.ack_conflicts = 0  # a cid acknowledged with two different ids
         self.reconnects = 0  # sockets lost while running
         self.reconnect_seconds: list[float] = []  # close -> back live in its room
@@ -164,6 +240,19 @@ class DrillClient:
         self._held_at: float | None = None
         self._resume = asyncio.Event()
         self._resume.set()
+        # Edits and deletes (bench/lifecycle.py).
+        self.changes: list[ChangeOrder] = []  # every change asked, in order
+        self.views: dict[str, dict[str, str]] = {name: {} for name in self.rooms}
+        self.seen: list[Seen] = []
+        self.joins_sent: list[JoinSent] = []
+        self.epochs: dict[str, str] = {}  # room -> epoch from its last presence
+        self.edits_of_unknown = 0  # `edited` frames for a message it did not have
+        self.forgotten: set[str] = set()  # its messages in a room that was reset since
+        self._change: ChangeOrder | None = None  # the one waiting for its answer
+        # The change a retryable error answered: resent by the retry (only
+        # then, so a try still in flight is not sent twice).
+        self._change_retry: ChangeOrder | None = None
+        self._connect_at: float | None = None
         self._frames = 0
         self._write_turn = 0
         self._probe_turn = 0
@@ -179,17 +268,50 @@ class DrillClient:
 
     # -- what the drill asks of it -----------------------------------------
 
-    def say(self) -> None:
-        """Type one message in its next room: into the outbox, and out at once when online."""
+    def say(self, room: str | None = None) -> None:
+        """Type one message in `room` (default: its next room): into the outbox, and
+        out at once when online."""
         self._seq += 1
         cid = f"{self.user}.{self._seq}"
         text = f"{cid} drill"
-        room = self.writes[self._write_turn % len(self.writes)]
-        self._write_turn += 1
+        if room is None:
+            room = self.writes[self._write_turn % len(self.writes)]
+            self._write_turn += 1
         self.outbox[cid] = (room, text)
         self.created[cid] = room
         if self._online:
             self._send_chat(cid)
+
+    def change(self, kind: str, rng: random.Random) -> ChangeOrder | None:
+        """Edit or delete (`kind`) one of its own acknowledged messages in a room it
+        follows, picked with `rng`; None when busy with another change or when it
+        has nothing to change. Sent now if the room is joined, else once it is."""
+        if self._change is not None:
+            return None
+        deleted = {c.id for c in self.changes if c.kind == DELETE}
+        mine = [(cid, msg_id) for cid, msg_id in self.acks.items()
+                if self.created[cid] in self.rooms and msg_id not in deleted
+                and msg_id not in self.forgotten]
+        if not mine:
+            return None
+        if kind == DELETE:
+            # Half the deletes take an edited message: its edited text must go too.
+            edited = {c.id for c in self.changes if c.kind == EDIT}
+            some = [m for m in mine if m[1] in edited]
+            if some and rng.random() < 0.5:
+                mine = some
+        cid, msg_id = rng.choice(mine)
+        text = f"{cid} edit{len(self.changes) + 1}" if kind == EDIT else ""
+        order = ChangeOrder(kind, self.created[cid], msg_id, cid, text, time.monotonic())
+        self.changes.append(order)
+        self._change = order
+        self._send_change()
+        return order
+
+    @property
+    def changing(self) -> bool:
+        """A change is waiting for its answer."""
+        return self._change is not None
 
     def probe(self) -> None:
         """Try the next way into the next room it may not read (each must be refused)."""
@@ -226,6 +348,9 @@ class DrillClient:
         if room not in self.probe_rooms:
             self.probe_rooms.append(room)
         self._joined.discard(room)
+        if self._change is not None and self._change.room == room:
+            self._change.given_up = True
+            self._change = None
 
     def order(self, frame: dict[str, Any]) -> OrderKey:
         """A moderation frame, sent now if online and again until it is answered."""
@@ -357,7 +482,12 @@ class DrillClient:
             self.connect_failures += 1
             return self._backoff()
         lobby_last = self.logs[LOBBY].last
-        path = "/ws" + (f"?after={lobby_last}" if lobby_last else "")
+        path = "/ws"
+        if lobby_last:
+            path += f"?after={lobby_last}"
+            if self.epochs.get(LOBBY):
+                path += f"&epoch={self.epochs[LOBBY]}"
+        self._connect_at = time.monotonic()
         try:
             sock = await ChatSocket.connect(self.http, path, timeout=HTTP_TIMEOUT_SECONDS)
         except Exception as error:  # noqa: BLE001 - a failed handshake closes like any socket
@@ -398,6 +528,7 @@ class DrillClient:
         finally:
             watchdog.cancel()
             self._cancel_retry()
+            self._change_retry = None
             self._online = False
             self._sock = None
             if self.sockets and self.sockets[-1].closed_at is None:
@@ -411,6 +542,10 @@ class DrillClient:
             self.events.append(RoomEvent(kind, room, self._frames, time.monotonic(),
                                          len(self.sockets), count))
 
+    def _seen(self, kind: str, room: str, msg_id: str, text: str) -> None:
+        self.seen.append(Seen(kind, room, msg_id, text, self._frames, len(self.sockets),
+                              time.monotonic()))
+
     def _on_frame(self, sock: ChatSocket, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         self._frames += 1
@@ -419,10 +554,10 @@ class DrillClient:
         elif kind == "history":
             messages = frame.get("messages")
             self._watched("history", frame, len(messages) if isinstance(messages, list) else 0)
-        if kind == "chat":
-            room = frame.get("room")
-            if isinstance(room, str) and room in self.logs:
-                self.logs[room].record(str(frame["id"]))
+        room = frame.get("room")
+        if kind in ("chat", "edited", "deleted", "reset") and isinstance(room, str) \
+                and room in self.logs:
+            self._on_room_frame(str(kind), room, frame)
         elif kind == "kicked":
             room = frame.get("room")
             if isinstance(room, str):
@@ -440,12 +575,19 @@ class DrillClient:
             earlier = self.acks.get(cid)
             if earlier is not None and earlier != msg_id:
                 self.ack_conflicts += 1
+            self.ack_at.setdefault(cid, time.monotonic())
             self.acks[cid] = msg_id
             self.outbox.pop(cid, None)
         elif kind == "presence":
-            room = frame.get("room")
             if isinstance(room, str) and room in self.rooms:
                 self._joined.add(room)
+                self.epochs[room] = str(frame.get("epoch") or "")
+                self._seen("epoch", room, "", self.epochs[room])
+                change = self._change
+                if change is not None and change.room == room:
+                    # After the join's replay: an answer the last socket lost
+                    # came with it, so a change still waiting is sent (again).
+                    self._send_change()
             if all(r in self._joined for r in self.rooms):
                 self.ready.set()
             if room == self.room:
@@ -459,7 +601,10 @@ class DrillClient:
             rooms = frame.get("rooms")
             self.sockets.append(SocketLog(len(self.sockets) + 1, time.monotonic(),
                                           [str(r) for r in rooms] if isinstance(rooms, list)
-                                          else []))
+                                          else [], connect_at=self._connect_at))
+            # The lobby was joined by the socket's opening.
+            self.joins_sent.append(JoinSent(LOBBY, len(self.sockets), self._frames,
+                                            self._connect_at or time.monotonic()))
             # The lobby was resumed by the URL's ?after=; resume the others.
             for room in self.rooms:
                 if room != LOBBY:
@@ -471,8 +616,81 @@ class DrillClient:
         elif kind == "error":
             code = str(frame.get("code"))
             self.errors[code] += 1
+            if frame.get("of") in (EDIT, DELETE) and self._change_refused(frame, code):
+                return
             if code in RETRYABLE_ERRORS and self._retry is None:
                 self._retry = asyncio.get_running_loop().create_task(self._retry_later(sock))
+
+    def _on_room_frame(self, kind: str, room: str, frame: dict[str, Any]) -> None:
+        """A chat, edited, deleted or reset frame of a followed room: the view, and
+        the answer of a change."""
+        view = self.views[room]
+        msg_id = str(frame.get("id", ""))
+        if kind == "chat":
+            text = str(frame.get("text", ""))
+            self.logs[room].record(msg_id)
+            view[msg_id] = text
+            self._seen(kind, room, msg_id, text)
+        elif kind == "edited":
+            text = str(frame.get("text", ""))
+            if msg_id in view:
+                view[msg_id] = text
+            else:
+                self.edits_of_unknown += 1  # docs/protocol.md: a client ignores it
+            self._seen(kind, room, msg_id, text)
+            change = self._change
+            if change is not None and (change.kind, change.room, change.id, change.text) == \
+                    (EDIT, room, msg_id, text):
+                change.acked_at = time.monotonic()
+                self._change = None
+        elif kind == "deleted":
+            view.pop(msg_id, None)
+            self._seen(kind, room, msg_id, "")
+            for change in self.changes:
+                if (change.kind, change.room, change.id) == (DELETE, room, msg_id) \
+                        and change.acked_at is None:
+                    change.acked_at = time.monotonic()  # late, after a bad_frame: still its answer
+                    if change is self._change:
+                        self._change = None
+        else:  # reset: earlier messages are no longer available; the recent ones follow
+            reason = str(frame.get("reason", ""))
+            self.logs[room].reset()
+            view.clear()
+            # As the browser does: the epoch named the history that is gone (the
+            # next presence brings the new one), and its own messages there are
+            # no longer its to change.
+            self.epochs.pop(room, None)
+            self.forgotten |= {mid for cid, mid in self.acks.items()
+                               if self.created[cid] == room}
+            self._seen(kind, room, "", reason)
+
+    def _change_refused(self, frame: dict[str, Any], code: str) -> bool:
+        """An error about an edit or delete. True when it settled the change
+        waiting (no retry); retryable codes leave it waiting."""
+        change = self._change
+        if change is None or frame.get("of") != change.kind or frame.get("room") != change.room:
+            return False
+        if code in RETRYABLE_ERRORS:
+            self._change_retry = change
+            return False
+        if change.kind == DELETE and code == "bad_frame" and change.tries > 1:
+            # No such message: an earlier try deleted it and its answer was lost
+            # (its `deleted` frame may still come). Redis decides at the end.
+            change.gone_at = time.monotonic()
+        change.refused = code
+        self._change = None
+        return True
+
+    def _send_change(self) -> None:
+        change = self._change
+        if change is None or self._sock is None or change.room not in self._joined:
+            return
+        frame: dict[str, Any] = {"type": change.kind, "room": change.room, "id": change.id}
+        if change.kind == EDIT:
+            frame["text"] = change.text
+        change.tries += 1
+        self._change_retry = None
+        self._write(self._sock, frame)
 
     async def _retry_later(self, sock: ChatSocket) -> None:
         """Nothing was stored: after a pause re-join what is not joined and resend the outbox."""
@@ -494,6 +712,9 @@ class DrillClient:
         for cid in list(self.outbox):
             self._send_chat(cid)
         self.resend_orders(0.0)
+        if self._change is not None and self._change is self._change_retry:
+            self._send_change()
+        self._change_retry = None
 
     def _cancel_retry(self) -> None:
         if self._retry is not None:
@@ -505,6 +726,9 @@ class DrillClient:
         last = self.logs[room].last
         if last is not None:
             frame["after"] = last
+            if self.epochs.get(room):
+                frame["epoch"] = self.epochs[room]
+        self.joins_sent.append(JoinSent(room, len(self.sockets), self._frames, time.monotonic()))
         self._write(sock, frame)
 
     def _send_chat(self, cid: str) -> None:

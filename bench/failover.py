@@ -4,6 +4,7 @@
     python -m bench.failover --clients 50 --seconds 30
     python -m bench.failover --url http://127.0.0.1:8000 --var var   # a stack `make run` started
     python -m bench.failover --private-rooms 0   # without private rooms
+    python -m bench.failover --lose-data         # Redis comes back empty: resets expected
 
 It starts its own stack (supervisord, Redis with AOF, N instances, HAProxy) on
 free ports in a temporary folder, logs K scripted users in through HAProxy
@@ -20,6 +21,22 @@ and talk there too, some outsiders keep trying to get in, and during the chaos
 the owner kicks one member and bans another (kept offline across the ban).
 The drill also fails if anybody read a private room it was not allowed to
 read at the time, or a member that stayed missed or repeated a message.
+
+Edits and deletes (bench.lifecycle): every fourth client edits and deletes
+some of its own messages during the chaos (one change per six messages sent,
+every third a delete, and a burst of them as each fault begins and while
+Redis is down, kept down 1 s for it: those meet `unavailable` and are resent),
+and every client resumes with the room's epoch and
+writes down each `reset`. After sending stops and every change is answered,
+one last message goes to each room, so a client that has it has every change
+before it too. The drill then reads each room's truth from Redis (its stream,
+the edit and delete events in it, its `edits` hash) and fails unless every
+client's final view of every room it follows equals it, no deleted text
+reached anybody after the delete was answered, no deleted text is left in
+Redis, and no `reset` came (this Redis restart keeps its data).
+`--lose-data` restarts Redis without its files instead (no private rooms
+then: their membership goes with the data): every client that had a room's
+epoch must then get `reset` `lost` for it.
 """
 
 from __future__ import annotations
@@ -41,9 +58,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import private
-from bench.chaos import GRACEFUL, KILL, REDIS, Chaos, ChaosAction, attach
+from bench import lifecycle, private
+from bench.chaos import GRACEFUL, KILL, REDIS, REDIS_EMPTY, Chaos, ChaosAction, attach
 from bench.drill_client import LOBBY, DrillClient, StreamKey, stream_key
+from bench.lifecycle import Changer, Loss, RoomTruth
 from bench.private import DEFAULT_PRIVATE_ROOMS, MAX_PRIVATE_ROOMS, PrivatePlan, Removal
 from bench.tally import DrillResult, StoredMessage, cid_of, is_probe, render, tally
 from pubsub.keys import Keys
@@ -100,11 +118,15 @@ async def _chaos_loop(
     t0: float,
     sending_over: asyncio.Event,
     log: Log,
+    lose_data: bool = False,
+    on_fault: Callable[[], None] | None = None,
 ) -> list[ChaosAction]:
     """Until sending stops: wait, do one fault, wait until it is healed, repeat.
 
     The faults cycle through the instances with kill -9; the second one is a
     graceful restart instead, and the first after half time restarts Redis.
+    `on_fault` is called as each fault begins, and again (from the fault's
+    thread) while Redis is down during its restart.
     """
     actions: list[ChaosAction] = []
     target = 1
@@ -118,7 +140,9 @@ async def _chaos_loop(
         call: Callable[[], ChaosAction]
         if redis_due and at >= seconds / 2:
             redis_due = False
-            kind, call = REDIS, functools.partial(chaos.restart_redis, at)
+            kind = REDIS_EMPTY if lose_data else REDIS
+            call = functools.partial(chaos.restart_redis, at, lose_data,
+                                     _from_thread(on_fault) if on_fault else None)
         else:
             n, target = target, target % instances + 1
             if graceful_due and index >= 1:
@@ -127,6 +151,8 @@ async def _chaos_loop(
             else:
                 kind, call = KILL, functools.partial(chaos.kill, n, at)
         log(f"{at:6.1f} s  chaos: {kind} ...")
+        if on_fault is not None:
+            on_fault()
         action = await asyncio.to_thread(call)
         actions.append(action)
         outcome = f"UP again after {action.seconds:.1f} s" if action.ok else f"FAILED {action.note}"
@@ -138,8 +164,20 @@ async def _chaos_loop(
     return actions
 
 
-async def _send(clients: list[DrillClient], seconds: float, rate: float, t0: float) -> None:
-    """Fixed total rate: message k goes out at t0 + k/rate, from clients in turn."""
+def _from_thread(call: Callable[[], None]) -> Callable[[], None]:
+    """`call`, run on this event loop when called from another thread."""
+    loop = asyncio.get_running_loop()
+
+    def schedule() -> None:
+        loop.call_soon_threadsafe(call)
+
+    return schedule
+
+
+async def _send(clients: list[DrillClient], seconds: float, rate: float, t0: float,
+                changer: Changer | None = None) -> None:
+    """Fixed total rate: message k goes out at t0 + k/rate, from clients in turn;
+    `changer` asks for an edit or delete every so many messages."""
     order = clients[:]
     random.shuffle(order)
     total = int(seconds * rate)
@@ -148,6 +186,8 @@ async def _send(clients: list[DrillClient], seconds: float, rate: float, t0: flo
         if delay > 0:
             await asyncio.sleep(delay)
         order[k % len(order)].say()
+        if changer is not None:
+            changer.maybe(k)
 
 
 async def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
@@ -160,33 +200,76 @@ async def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
 
 
 async def _last_ids(redis: Redis, keys: Keys, rooms: list[str]) -> dict[str, StreamKey]:
+    """Each room's last message id (edit and delete events passed over)."""
     marks: dict[str, StreamKey] = {}
     for room in rooms:
-        rows: Any = await redis.xrevrange(keys.stream(room), count=1)
-        marks[room] = stream_key(rows[0][0].decode()) if rows else (0, 0)
+        marks[room] = (0, 0)
+        top = "+"
+        for _ in range(1_000_000 // XRANGE_PAGE):  # streams are capped far below this
+            rows: Any = await redis.xrevrange(keys.stream(room), max=top, count=XRANGE_PAGE)
+            found = next((r[0].decode() for r in rows if b"ev" not in r[1]), None)
+            if found is not None:
+                marks[room] = stream_key(found)
+                break
+            if len(rows) < XRANGE_PAGE:
+                break
+            top = f"({rows[-1][0].decode()}"
     return marks
+
+
+def _text(fields: dict[bytes, bytes], name: bytes) -> str:
+    return fields.get(name, b"").decode("utf-8", "replace")
 
 
 async def _read_streams(
     redis: Redis, keys: Keys, rooms: list[str]
-) -> dict[str, list[StoredMessage]]:
+) -> tuple[dict[str, list[StoredMessage]], dict[str, RoomTruth]]:
+    """Each room's messages, and its truth: messages in their latest text, the
+    edit and delete events, the `edits` hash."""
     streams: dict[str, list[StoredMessage]] = {}
+    truths: dict[str, RoomTruth] = {}
     for room in rooms:
         msgs: list[StoredMessage] = []
+        raw_edits: Any = await redis.hgetall(keys.edits(room))
+        edits = {k.decode(): v.decode("utf-8", "replace") for k, v in raw_edits.items()}
+        truth = RoomTruth(room, {}, {}, {}, edits, [], [])
         start = "-"
         for _ in range(1_000_000 // XRANGE_PAGE):  # streams are capped far below this
             rows: Any = await redis.xrange(keys.stream(room), min=start, count=XRANGE_PAGE)
             for raw_id, fields in rows:
                 msg_id = raw_id.decode()
-                text = fields.get(b"text", b"").decode("utf-8", "replace")
-                user = fields.get(b"user", b"").decode("utf-8", "replace")
+                if b"ev" in fields:
+                    event = (msg_id, _text(fields, b"target"), _text(fields, b"by"))
+                    (truth.deletes if fields[b"ev"] == b"delete" else truth.edit_events
+                     ).append(event)
+                    continue
+                text, user = _text(fields, b"text"), _text(fields, b"user")
                 msgs.append(StoredMessage(msg_id, stream_key(msg_id), cid_of(text), user,
                                           is_probe(text)))
+                truth.originals[msg_id] = text
+                truth.texts[msg_id] = edits.get(msg_id, text)
+                truth.keys[msg_id] = stream_key(msg_id)
             if len(rows) < XRANGE_PAGE:
                 break
-            start = f"({msgs[-1].id}"
+            start = f"({rows[-1][0].decode()}"
         streams[room] = msgs
-    return streams
+        truths[room] = truth
+    return streams, truths
+
+
+def _closers(users: list[DrillClient], rooms: list[str]) -> dict[str, DrillClient]:
+    """For each room, a client that follows it to the end and writes the last message."""
+    closers: dict[str, DrillClient] = {}
+    for room in rooms:
+        for user in users:
+            if room in user.rooms and room not in user.removed:
+                closers[room] = user
+                break
+    return closers
+
+
+def _drained(users: list[DrillClient]) -> bool:
+    return all(u.unacked == 0 and not u.changing and not u.in_outage for u in users)
 
 
 async def drill(
@@ -201,10 +284,17 @@ async def drill(
     redis_restart: bool,
     graceful_restart: bool,
     private_rooms: int = DEFAULT_PRIVATE_ROOMS,
+    changes: bool = True,
+    lose_data: bool = False,
     key_prefix: str = "",
     log: Log = _stderr,
 ) -> DrillResult:
-    """Run the drill against a running `stack`; the caller starts and stops it."""
+    """Run the drill against a running `stack`; the caller starts and stops it.
+
+    `changes`: editors edit and delete during the chaos (bench.lifecycle);
+    `lose_data`: the Redis restart loses every file (no private rooms then)."""
+    if lose_data:
+        private_rooms = 0
     run_id = secrets.token_hex(3)
     public_names = [LOBBY] + [f"drill-{run_id}-{k}" for k in range(1, rooms + 1)]
     private_names = [f"priv-{run_id}-{k}" for k in range(1, private_rooms + 1)]
@@ -251,16 +341,18 @@ async def drill(
         log(f"   0.0 s  all live; sending {rate:g} msg/s for {seconds:g} s, faults every "
             f"{kill_interval:g} s")
         sending_over = asyncio.Event()
+        changer = Changer(users) if changes else None
         chaos_task = asyncio.create_task(_chaos_loop(
             Chaos(stack), instances=stack.settings.instances, seconds=seconds,
             kill_interval=kill_interval, redis_restart=redis_restart,
             graceful_restart=graceful_restart, t0=t0, sending_over=sending_over, log=log,
+            lose_data=lose_data, on_fault=changer.burst if changer is not None else None,
         ))
         if plan is not None:
             script_task = asyncio.create_task(
                 private.script(users, plan, t0, seconds, log, removals))
             probe_task = asyncio.create_task(private.probe_loop(users, plan, sending_over))
-        await _send(users, seconds, rate, t0)
+        await _send(users, seconds, rate, t0, changer)
         sending_over.set()
         log(f"{time.monotonic() - t0:6.1f} s  sending stopped; waiting for the last fault")
         try:
@@ -279,9 +371,14 @@ async def drill(
             await asyncio.to_thread(stack.wait_servers, "UP", names, ALL_UP_TIMEOUT_SECONDS)
         except TimeoutError as error:
             result.failures.append(f"stack: not every instance came back UP: {error}")
-        if not await _wait_until(lambda: all(u.unacked == 0 and not u.in_outage for u in users),
-                                 DRAIN_TIMEOUT_SECONDS):
+        if not await _wait_until(functools.partial(_drained, users), DRAIN_TIMEOUT_SECONDS):
             log("outboxes did not drain in time")
+        # One last message per room, after every change: a client that has it
+        # has every edited and deleted frame before it too.
+        for room, closer in _closers(users, room_names).items():
+            closer.say(room)
+        if not await _wait_until(functools.partial(_drained, users), DRAIN_TIMEOUT_SECONDS):
+            log("the last messages were not all acknowledged in time")
         marks = await _last_ids(redis, keys, room_names)
         settled = await _wait_until(
             lambda: all(u.has_seen(room, marks[room]) for u in users for room in u.rooms),
@@ -307,13 +404,27 @@ async def drill(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(chaos_task, CHAOS_WRAPUP_SECONDS)
     try:
-        streams = await _read_streams(redis, keys, room_names)
+        streams, truths = await _read_streams(redis, keys, room_names)
     finally:
         await redis.aclose()
-    tally(result, users, streams, marks)
+    loss = _loss(result.actions, t0) if lose_data else None
+    tally(result, users, streams, marks, {room: t.deleted for room, t in truths.items()},
+          loss.ended if loss is not None else None)
     if plan is not None:
         _check_private(result, plan, users, removals, streams, t0)
+    if changes or lose_data:
+        checked, failures = lifecycle.check(users, truths, marks, t0, loss)
+        result.lifecycle = checked
+        result.failures += failures
     return result
+
+
+def _loss(actions: list[ChaosAction], t0: float) -> Loss | None:
+    """When the Redis restart without its data began and ended (monotonic)."""
+    for a in actions:
+        if a.kind == REDIS_EMPTY:
+            return Loss(t0 + a.at, t0 + a.at + a.seconds)
+    return None
 
 
 def _check_private(result: DrillResult, plan: PrivatePlan, users: list[DrillClient],
@@ -344,6 +455,8 @@ def run_drill(
     graceful_restart: bool = True,
     *,
     private_rooms: int = DEFAULT_PRIVATE_ROOMS,
+    changes: bool = True,
+    lose_data: bool = False,
     url: str | None = None,
     var: Path | None = None,
     redis_url: str | None = None,
@@ -363,6 +476,8 @@ def run_drill(
         raise ValueError("need clients >= 1, instances >= 2, seconds > 0, rate > 0, rooms >= 0")
     if not 0 <= private_rooms <= MAX_PRIVATE_ROOMS:
         raise ValueError(f"need 0 <= private rooms <= {MAX_PRIVATE_ROOMS}")
+    if lose_data and url is not None:
+        raise ValueError("--lose-data removes Redis's files: only on the drill's own stack")
     own = url is None
     made_folder = False
     if own:
@@ -386,7 +501,7 @@ def run_drill(
             stack, redis_url, clients=clients, seconds=seconds, rate=rate, rooms=rooms,
             kill_interval=kill_interval, redis_restart=redis_restart,
             graceful_restart=graceful_restart, private_rooms=private_rooms,
-            key_prefix=key_prefix, log=log,
+            changes=changes, lose_data=lose_data, key_prefix=key_prefix, log=log,
         ))
         result.var = str(folder)
     finally:
@@ -436,6 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--private-rooms", type=int, default=DEFAULT_PRIVATE_ROOMS,
                         help=f"private rooms, with a kick and a ban during the chaos "
                              f"(default {DEFAULT_PRIVATE_ROOMS}; 0: none)")
+    parser.add_argument("--no-changes", action="store_true",
+                        help="no edits and deletes during the chaos")
+    parser.add_argument("--lose-data", action="store_true",
+                        help="restart Redis without its files (no private rooms then): "
+                             "every client that had a room's epoch must get reset lost")
     parser.add_argument("--kill-interval", type=float, default=DEFAULT_KILL_INTERVAL,
                         help="seconds between a fault being healed and the next "
                              f"(default {DEFAULT_KILL_INTERVAL:g})")
@@ -459,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_drill(
             args.clients, args.instances, args.seconds, args.rate, args.rooms,
             args.kill_interval, not args.no_redis_restart, not args.no_graceful_restart,
-            private_rooms=args.private_rooms, url=args.url, var=args.var,
+            private_rooms=args.private_rooms, changes=not args.no_changes,
+            lose_data=args.lose_data, url=args.url, var=args.var,
             redis_url=args.redis_url, key_prefix=args.key_prefix, keep=args.keep,
         )
     except (RuntimeError, TimeoutError, ValueError, OSError) as error:

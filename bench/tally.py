@@ -13,6 +13,14 @@ acked missing = an acknowledged id absent from the stream (an ack that lied).
 Private rooms: a member's window starts at the room's first message (members
 joined before anything was written); a member removed during the drill
 (kicked or banned) has no window there: bench/private.py checks what it got.
+Edits and deletes (bench/lifecycle.py): `streams` holds the messages only (the
+edit and delete events apart); a deleted message was stored, so it counts as
+stored and its ack did not lie, and a client that got it before the delete
+did not get something unknown. A `reset` starts the room over for the client:
+repeats and order count within the stretches between resets, and its window
+starts at the first id after its last reset. With a Redis restarted without
+its data (`lost_before`: when that restart ended, monotonic), an ack that
+came before it is not expected to be stored.
 """
 
 from __future__ import annotations
@@ -24,9 +32,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import private
+from bench import lifecycle, private
 from bench.chaos import ChaosAction
 from bench.drill_client import DrillClient, StreamKey, stream_key
+from bench.lifecycle import LifecycleResult
 from bench.private import PrivateResult
 
 # How many example ids of each kind of fault the result keeps, for debugging.
@@ -86,6 +95,8 @@ class DrillResult:
     per_room: list[RoomResult] = field(default_factory=list)
     actions: list[ChaosAction] = field(default_factory=list)
     private: PrivateResult | None = None
+    lifecycle: LifecycleResult | None = None
+    acked_lost_with_data: int = 0  # acked before a Redis restart without its data
     samples: dict[str, list[str]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     var: str = ""
@@ -125,10 +136,15 @@ def tally(
     clients: Iterable[DrillClient],
     streams: dict[str, list[StoredMessage]],
     end_marks: dict[str, StreamKey],
+    deleted: dict[str, set[str]] | None = None,
+    lost_before: float | None = None,
 ) -> DrillResult:
-    """Fill `result` from the clients' logs and the rooms' streams (`end_marks`: window ends)."""
+    """Fill `result` from the clients' logs and the rooms' streams (`end_marks`: window
+    ends; `deleted`: per room, the ids of deleted messages)."""
     clients = list(clients)
-    stored_ids = {room: {m.id for m in msgs} for room, msgs in streams.items()}
+    deleted = deleted or {}
+    stored_ids = {room: {m.id for m in msgs} | deleted.get(room, set())
+                  for room, msgs in streams.items()}
     samples: dict[str, list[str]] = {}
 
     def sample(kind: str, text: str) -> None:
@@ -141,6 +157,10 @@ def tally(
     stored_count: Counter[str] = Counter(
         m.cid for msgs in streams.values() for m in msgs if m.cid in ours
     )
+    for c in clients:  # stored, then deleted
+        for cid, msg_id in c.acks.items():
+            if msg_id in deleted.get(c.created[cid], set()):
+                stored_count[cid] += 1
     result.sent = len(ours)
     result.acked = sum(len(c.acks) for c in clients)
     result.unacked = sum(c.unacked for c in clients)
@@ -150,6 +170,9 @@ def tally(
     for c in clients:
         for cid, msg_id in c.acks.items():
             if msg_id not in stored_ids.get(c.created[cid], set()):
+                if lost_before is not None and c.ack_at.get(cid, 0.0) <= lost_before:
+                    result.acked_lost_with_data += 1
+                    continue
                 result.acked_missing += 1
                 sample("acked_missing", f"{cid} acked as {msg_id}")
         for cid in c.outbox:
@@ -172,21 +195,25 @@ def tally(
             stats.clients += 0 if removed else 1
             ids = log.ids
             got = set(ids)
-            dup = len(ids) - len(got)
-            ooo = sum(1 for a, b in zip(ids, ids[1:], strict=False)
+            stretches = log.stretches()
+            dup = sum(len(part) - len(set(part)) for part in stretches)
+            ooo = sum(1 for part in stretches for a, b in zip(part, part[1:], strict=False)
                       if stream_key(b) < stream_key(a))
             if dup:
                 sample("duplicated", f"{c.user} in {room}: {dup}")
             if ooo:
                 sample("out_of_order", f"{c.user} in {room}: {ooo}")
-            starts = [stream_key(ids[0])] if ids else []
-            starts += [stream_key(mid) for cid, mid in c.acks.items() if c.created[cid] == room]
+            last = stretches[-1]
+            starts = [stream_key(last[0])] if last else []
+            if not log.resets:
+                starts += [stream_key(mid) for cid, mid in c.acks.items()
+                           if c.created[cid] == room]
             result.unknown += len(got - stored_ids.get(room, set()))
             stats.duplicated += dup
             stats.out_of_order += ooo
             if removed:
                 continue
-            if room in private_rooms:
+            if room in private_rooms and not log.resets:
                 starts = [(0, 0)]
             if not starts:
                 continue
@@ -274,10 +301,17 @@ def render(result: DrillResult) -> str:
         ("relogins", str(result.relogins)),
         ("failed connect tries", str(result.connect_failures)),
     ]
+    if result.acked_lost_with_data:
+        rows.insert(rows.index(("acked, not stored", str(result.acked_missing))) + 1,
+                    ("acked, lost with Redis's data", str(result.acked_lost_with_data)))
     if result.private is not None:
         rows += private.rows(result.private)
         lines += ["", "private rooms (owner " + result.private.owner + "):"]
         lines += private.removal_lines(result.private) or ["  (no kick or ban)"]
+    if result.lifecycle is not None:
+        rows += lifecycle.rows(result.lifecycle)
+        lines += ["", "resets:"]
+        lines += lifecycle.reset_lines(result.lifecycle) or ["  (none)"]
     width = max(len(k) for k, _ in rows)
     lines += ["", f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
     lines += [f"{k:<{width}}  {v}" for k, v in rows]
@@ -292,6 +326,8 @@ def render(result: DrillResult) -> str:
     for kind, examples in result.samples.items():
         lines.append(f"examples of {kind}: {'; '.join(examples)}")
     for kind, examples in (result.private.samples if result.private else {}).items():
+        lines.append(f"examples of {kind}: {'; '.join(examples)}")
+    for kind, examples in (result.lifecycle.samples if result.lifecycle else {}).items():
         lines.append(f"examples of {kind}: {'; '.join(examples)}")
     lines += ["", "PASS" if result.passed else "FAIL: " + "; ".join(result.failures)]
     if result.var:
