@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pubsub.keys import Keys
-from pubsub.publish import DEFAULT_ROOM_IDLE_SECONDS
+from pubsub.publish import DEFAULT_ROOM_IDLE_SECONDS, new_epoch
 from pubsub.scripts import BUCKET_LUA, NOW_LUA
 from redisconn import RedisClient
 from rooms.access import ACCESS_LUA
@@ -112,7 +112,13 @@ class Admission:
                                                  "1" if admin else "0"]))
         if found == -1:
             raise Refused("forbidden", "you may not enter this room")
-        if found == 1 or room == LOBBY:
+        if found == 1:
+            return
+        if room == LOBBY:  # no owner; its history starts with an epoch all the same
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hsetnx(k.room_meta(room), "epoch", new_epoch())
+                pipe.expire(k.room_meta(room), a.room_idle_seconds)
+                await pipe.execute()
             return
         if dm_users(room) is not None:
             raise Refused("bad_room", "no such direct message; ask for it with a dm frame")
@@ -121,6 +127,7 @@ class Admission:
             # The first joiner owns a new public room (a racing one finds it taken).
             pipe.hsetnx(k.room_meta(room), "owner", user)
             pipe.hsetnx(k.room_meta(room), "created_by", user)
+            pipe.hsetnx(k.room_meta(room), "epoch", new_epoch())
             pipe.expire(k.room_meta(room), a.room_idle_seconds)
             await pipe.execute()
 

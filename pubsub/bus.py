@@ -211,7 +211,8 @@ class ChatBus:
                 gap = await self.history.gap(room, after)
                 reason = resume_refusal(gap, epoch)
                 if reason is not None:
-                    member.send_frame(frame("reset", room=room, reason=reason))
+                    member.send_frame(frame("reset", room=room, reason=reason,
+                                            epoch=gap.epoch))
                     # The recent messages follow as for a plain join, older
                     # ids than `after` included (the client dropped its copy).
                     after, cursor.last = None, ZERO_ID

@@ -35,7 +35,7 @@ REPLAY_PAGE = 25
 # KEYS: stream, meta. ARGV: after id. Returns {count, trimmed, epoch, known}:
 # trimmed 1 if entries after the id were trimmed away (meta `trimmed` is the
 # newest id a trim removed), epoch the room's, known 1 if the room has a
-# record at all (a numbering in its meta, or a stream).
+# record at all (an epoch or a numbering in its meta, or a stream).
 _GAP_LUA = """
 local m = redis.call('HMGET', KEYS[2], 'trimmed', 'epoch', 'seq')
 local trimmed = 0
@@ -45,7 +45,7 @@ if m[1] then
   a_ms, a_seq, t_ms, t_seq = tonumber(a_ms), tonumber(a_seq), tonumber(t_ms), tonumber(t_seq)
   if a_ms < t_ms or (a_ms == t_ms and a_seq < t_seq) then trimmed = 1 end
 end
-local known = (m[3] or redis.call('EXISTS', KEYS[1]) == 1) and 1 or 0
+local known = (m[2] or m[3] or redis.call('EXISTS', KEYS[1]) == 1) and 1 or 0
 local first = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', 1)
 if #first == 0 then return {0, trimmed, m[2] or '', known} end
 local len = redis.call('XLEN', KEYS[1])

@@ -130,9 +130,10 @@ class Repairs:
         start = self.fanout.oldest_cursor(room)
         if start is None:
             return
-        reason = self.unrepairable(room, await self.history.gap(room, start))
+        gap = await self.history.gap(room, start)
+        reason = self.unrepairable(room, gap)
         if reason is not None:
-            await self._reset(room, reason)
+            await self._reset(room, reason, gap.epoch)
             return
         async for page in self.history.after(room, start):
             members = self.fanout.rooms.get(room)
@@ -141,14 +142,14 @@ class Repairs:
             for entry in page:
                 self.fanout.deliver_chat(members, entry.key, entry.frame)
 
-    async def _reset(self, room: str, reason: str) -> None:
+    async def _reset(self, room: str, reason: str, epoch: str) -> None:
         """The gap cannot be filled: say so to the room's live sockets, then give
         them the recent messages, as a join without `after` would."""
         recent = await self.history.recent(room)
         members = self.fanout.rooms.get(room)
         if not members:
             return
-        notice = frame("reset", room=room, reason=reason)
+        notice = frame("reset", room=room, reason=reason, epoch=epoch)
         log.warning("room could not be repaired (%s): reset sent", reason)
         for member, cursor in list(members.items()):
             if cursor.pending is None:  # a socket still joining reads for itself

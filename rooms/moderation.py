@@ -17,6 +17,7 @@ from typing import Any
 
 from pubsub import Keys, Refused
 from pubsub.codec import as_str
+from pubsub.publish import new_epoch
 from redisconn import Topology
 from rooms.access import RANK, ROLES, Standing, standing_of
 from rooms.names import dm_room, dm_users
@@ -33,19 +34,20 @@ AUDIT_KEEP = 1000
 AUDIT_PAGE = 100
 
 # Create a room if neither its meta nor its stream exists. KEYS: meta, stream.
-# ARGV: owner, private ('1' or '0'), idle seconds. 1: created, 0: exists.
+# ARGV: owner, private ('1' or '0'), idle seconds, epoch. 1: created, 0: exists.
 _CREATE_LUA = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'created_by', ARGV[1])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'created_by', ARGV[1], 'epoch', ARGV[4])
 if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'private', '1') end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
 # Make the DM room of two users (idempotent). KEYS: meta. ARGV: the two users,
-# idle seconds. 1: made now, 0: it existed.
+# idle seconds, an epoch for a new one. 1: made now, 0: it existed.
 _DM_LUA = """
 local made = redis.call('HSETNX', KEYS[1], 'dm', '1')
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4])
 redis.call('HSET', KEYS[1], 'private', '1', 'role:' .. ARGV[1], 'member',
            'role:' .. ARGV[2], 'member')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -130,7 +132,7 @@ class Rooms:
         await self.count_new_room(user)
         made = await self._create(keys=[k.room_meta(room), k.stream(room)],
                                   args=[user, "1" if private else "0",
-                                        self.settings.idle_seconds])
+                                        self.settings.idle_seconds, new_epoch()])
         if not int(made):
             raise Refused("room_exists", "a room of that name exists; join it")
         if private:
@@ -218,7 +220,8 @@ class Rooms:
         meta = self.keys.room_meta(room)
         if not await self.redis.hexists(meta, "dm"):
             await self.count_new_room(user)
-        made = await self._dm(keys=[meta], args=[user, other, self.settings.idle_seconds])
+        made = await self._dm(keys=[meta],
+                              args=[user, other, self.settings.idle_seconds, new_epoch()])
         await self._add_user_room(user, room)
         await self._add_user_room(other, room)
         if int(made):
