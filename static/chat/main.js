@@ -101,7 +101,7 @@ function onFrame(frame) {
       // The server could not bring the room up to date from our last message
       // (trimmed, or its history lost): the recent messages follow. What we had
       // of it goes, and a notice says why.
-      view.resetRoom(frame.room, frame.reason);
+      view.resetRoom(frame.room, frame.reason, frame.epoch);
       break;
     case "dm":
       openDirect(frame);

@@ -284,7 +284,7 @@ export function createView(store, { idAfter, LOBBY }) {
   // room goes (changes made to it while away are gone with that history, and
   // the recent messages come again, each once); a notice says why, until
   // dismissed; history pages back from the recent messages again.
-  function resetRoom(name, reason) {
+  function resetRoom(name, reason, epoch) {
     const r = state.rooms.get(name);
     if (!r) return;
     const log = logOf(r);
@@ -295,7 +295,9 @@ export function createView(store, { idAfter, LOBBY }) {
     if (r.lastId) r.unreadAfter = r.lastId;
     r.lastId = null;
     r.oldestId = null;
-    r.epoch = null;  // the history it named is gone; the next presence says the new one
+    // The history the old epoch named is gone: keep the one the reset names (a
+    // repair's reset has no presence after it).
+    r.epoch = epoch || null;
     r.more = true;
     r.loadingHistory = false;
     r.generation += 1;
