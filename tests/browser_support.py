@@ -7,6 +7,7 @@ accounts-mode stack.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from playwright.sync_api import (
     Page,
     Route,
     ViewportSize,
+    WebSocketRoute,
     expect,
     sync_playwright,
 )
@@ -305,3 +307,58 @@ def expect_logged_out(page: Page) -> None:
         # A stale cookie: the page asks /session again before it settles (static/login.js).
         expect(page.locator("body")).to_have_attribute("data-recheck", "done")
     assert page.request.get("/session").status == 401
+
+
+# The page's WebSocket URL (with or without the resume query).
+WS_URL = re.compile(r"/ws(\?|$)")
+
+
+class SocketGate:
+    """Every WebSocket of one page goes through here (a Playwright route).
+
+    While `shut`, the server is unreachable for the page: its socket is closed and
+    every new one is closed at once (the page keeps retrying). With `drop_chats`,
+    chat frames from the page are lost on the way. Kept: the URL of each socket
+    the page opened (`urls`), and every frame that did reach the server
+    (`delivered`).
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.is_shut = False
+        self.drop_chats = False
+        self.urls: list[str] = []
+        self.delivered: list[dict[str, Any]] = []
+        self._live: WebSocketRoute | None = None
+        page.route_web_socket(WS_URL, self._route)
+
+    def _route(self, ws: WebSocketRoute) -> None:
+        if self.is_shut:
+            ws.close(code=1011, reason="unreachable (test)")
+            return
+        self.urls.append(ws.url)
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if self.drop_chats and frame.get("type") == "chat":
+                return
+            self.delivered.append(frame)
+            server.send(message)
+
+        ws.on_message(to_server)
+        self._live = ws
+
+    def shut(self) -> None:
+        self.is_shut = True
+        if self._live is not None:
+            self._live.close(code=1011, reason="unreachable (test)")
+            self._live = None
+
+    def open(self) -> None:
+        self.is_shut = False
+
+    def texts_delivered(self) -> list[object]:
+        return [f.get("text") for f in self.delivered if f.get("type") == "chat"]
+
+    def joins_of(self, room: str) -> list[dict[str, Any]]:
+        return [f for f in self.delivered if f.get("type") == "join" and f.get("room") == room]

@@ -10,7 +10,6 @@ wait is on a condition with a generous timeout, never a fixed sleep.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, WebSocketRoute, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from chatclient import ChatSocket, HttpSession
 from stack.run import Stack
@@ -26,6 +25,7 @@ from tests.browser_support import (
     DESKTOP,
     TIMEOUT_MS,
     OpenUser,
+    SocketGate,
     browser,
     exactly,
     expect_online,
@@ -46,7 +46,6 @@ pytestmark = pytest.mark.browser
 
 LOBBY = "lobby"
 # The page's sockets: /ws, with or without ?after=.
-WS_URL = re.compile(r"/ws(\?|$)")
 RESET_TEXT = "Earlier messages are no longer available"
 
 T = TypeVar("T")
@@ -61,48 +60,6 @@ def run_async(make: Callable[[], Awaitable[T]]) -> T:
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, main()).result(timeout=180)
-
-
-class SocketGate:
-    """Every WebSocket of one page goes through here (a Playwright route).
-
-    While shut, the server is unreachable for the page: its socket is closed and
-    each new one is closed at once (the page keeps retrying). Kept: the URL of each
-    socket the page opened, and every frame it sent.
-    """
-
-    def __init__(self, page: Page) -> None:
-        self.is_shut = False
-        self.urls: list[str] = []
-        self.sent: list[dict[str, Any]] = []
-        self._live: WebSocketRoute | None = None
-        page.route_web_socket(WS_URL, self._route)
-
-    def _route(self, ws: WebSocketRoute) -> None:
-        if self.is_shut:
-            ws.close(code=1011, reason="unreachable (test)")
-            return
-        self.urls.append(ws.url)
-        server = ws.connect_to_server()
-
-        def to_server(message: str | bytes) -> None:
-            self.sent.append(json.loads(message))
-            server.send(message)
-
-        ws.on_message(to_server)
-        self._live = ws
-
-    def shut(self) -> None:
-        self.is_shut = True
-        if self._live is not None:
-            self._live.close(code=1011, reason="unreachable (test)")
-            self._live = None
-
-    def open(self) -> None:
-        self.is_shut = False
-
-    def joins_of(self, room: str) -> list[dict[str, Any]]:
-        return [f for f in self.sent if f.get("type") == "join" and f.get("room") == room]
 
 
 def go_offline(page: Page, gate: SocketGate) -> None:

@@ -13,15 +13,15 @@ condition, never a fixed sleep.
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
-from playwright.sync_api import Page, WebSocketRoute, expect
+from playwright.sync_api import Page, expect
 
 from tests.browser_support import (
     HeldProbes,
     OpenUser,
+    SocketGate,
     browser,
     expect_online,
     expect_outbox_empty,
@@ -38,55 +38,9 @@ __all__ = ["browser", "open_user"]  # fixtures, imported for pytest to find
 pytestmark = pytest.mark.browser
 
 # The page's sockets: /ws, with or without ?after=.
-WS_URL = re.compile(r"/ws(\?|$)")
 
 # Every text kept under any sessionStorage key of the page's tab.
 _STORED_JS = "() => Object.keys(sessionStorage).map((key) => sessionStorage.getItem(key))"
-
-
-class SocketGate:
-    """Every WebSocket of one page goes through here (a Playwright route).
-
-    While `shut`, the server is unreachable for the page: its socket is closed and
-    every new one is closed at once (the page keeps retrying). With `drop_chats`,
-    chat frames from the page are lost on the way. Every frame that did reach the
-    server is kept in `delivered`.
-    """
-
-    def __init__(self, page: Page) -> None:
-        self.is_shut = False
-        self.drop_chats = False
-        self.delivered: list[dict[str, object]] = []
-        self._live: WebSocketRoute | None = None
-        page.route_web_socket(WS_URL, self._route)
-
-    def _route(self, ws: WebSocketRoute) -> None:
-        if self.is_shut:
-            ws.close(code=1011, reason="unreachable (test)")
-            return
-        server = ws.connect_to_server()
-
-        def to_server(message: str | bytes) -> None:
-            frame = json.loads(message)
-            if self.drop_chats and frame.get("type") == "chat":
-                return
-            self.delivered.append(frame)
-            server.send(message)
-
-        ws.on_message(to_server)
-        self._live = ws
-
-    def shut(self) -> None:
-        self.is_shut = True
-        if self._live is not None:
-            self._live.close(code=1011, reason="unreachable (test)")
-            self._live = None
-
-    def open(self) -> None:
-        self.is_shut = False
-
-    def texts_delivered(self) -> list[object]:
-        return [f.get("text") for f in self.delivered if f.get("type") == "chat"]
 
 
 def queue_unsent(page: Page, text: str) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,68 +16,17 @@ from redis.asyncio import Redis
 from chatclient import ChatSocket, HttpSession
 from pubsub.keys import Keys
 from stack.run import Stack
+from tests.chat_users import User, logged_in, people
 from tests.conftest import free_port, lone_instance, unique, wait_for_port
+
+__all__ = ["people"]  # the fixture, imported for pytest to find
 
 pytestmark = pytest.mark.cluster
 
-Frame = dict[str, Any]
 
 
-class Client:
-    def __init__(self, name: str, http: HttpSession, sock: ChatSocket) -> None:
-        self.name, self.http, self.sock = name, http, sock
-
-    async def join(self, room: str, **extra: Any) -> Frame:
-        await self.sock.send({"type": "join", "room": room, **extra})
-        presence: Frame = await self.sock.next_of("presence", room=room)
-        return presence
-
-    async def say(self, room: str, text: str) -> str:
-        await self.sock.send({"type": "chat", "room": room, "text": text, "cid": text})
-        ack: Frame = await self.sock.next(
-            lambda f: (f["type"] == "ack" and f["cid"] == text) or f["type"] == "error")
-        assert ack["type"] == "ack", ack
-        message_id: str = ack["id"]
-        return message_id
-
-    async def change(self, **frame: Any) -> Frame | None:
-        """Send an edit or delete; the error it got, or None once its event came back."""
-        await self.sock.send(frame)
-        kind = "edited" if frame["type"] == "edit" else "deleted"
-        got: Frame = await self.sock.next(
-            lambda f: (f["type"] == kind and f["id"] == frame["id"]) or f["type"] == "error")
-        return got if got["type"] == "error" else None
-
-    def text_seen(self) -> str:
-        return json.dumps(self.sock.frames)
-
-    def close(self) -> None:
-        self.sock.close()
-        self.http.close()
-
-
-@pytest.fixture
-async def clients(stack: Stack) -> AsyncIterator[Any]:
-    made: list[Client] = []
-    urls = [f"http://127.0.0.1:{p}" for p in stack.settings.instance_ports()]
-
-    async def make(at: int = 0, name: str | None = None, url: str | None = None) -> Client:
-        name = name or unique("u")
-        http = HttpSession(url or urls[at])
-        assert (await http.login(name)).code == 302
-        sock = await ChatSocket.connect(http)
-        await sock.next_of("presence", room="lobby")
-        client = Client(name, http, sock)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
-
-
-async def test_an_edit_reaches_everyone_and_every_later_read(clients: Any) -> None:
-    ann, bob = await clients(0), await clients(1)
+async def test_an_edit_reaches_everyone_and_every_later_read(people: Any) -> None:
+    ann, bob = await people(0), await people(1)
     room = unique("r")
     await ann.join(room)
     await bob.join(room)
@@ -86,7 +34,7 @@ async def test_an_edit_reaches_everyone_and_every_later_read(clients: Any) -> No
     assert await ann.change(type="edit", room=room, id=first, text="hello") is None
     edited = await bob.sock.next_of("edited", room=room, id=first)
     assert edited["text"] == "hello"
-    late = await clients(1)
+    late = await people(1)
     await late.join(room)
     recent = [f for f in late.sock.frames if f["type"] == "chat" and f["room"] == room]
     assert [(f["text"], f.get("edited")) for f in recent] == [("hello", True)]
@@ -96,8 +44,8 @@ async def test_an_edit_reaches_everyone_and_every_later_read(clients: Any) -> No
         [(first, "hello", True)]
 
 
-async def test_only_the_author_edits_and_moderators_delete(clients: Any) -> None:
-    owner, ann, bob = await clients(0), await clients(1), await clients(0)
+async def test_only_the_author_edits_and_moderators_delete(people: Any) -> None:
+    owner, ann, bob = await people(0), await people(1), await people(0)
     room = unique("r")
     await owner.join(room)  # the first joiner owns the room
     for client in (ann, bob):
@@ -118,8 +66,8 @@ async def test_only_the_author_edits_and_moderators_delete(clients: Any) -> None
     assert await bob.change(type="delete", room=room, id=mine) is None
 
 
-async def test_a_deleted_text_is_gone_from_redis(clients: Any, stack: Stack) -> None:
-    ann = await clients(0)
+async def test_a_deleted_text_is_gone_from_redis(people: Any, stack: Stack) -> None:
+    ann = await people(0)
     room = unique("r")
     await ann.join(room)
     secret = f"secret-{unique('s')}"
@@ -141,8 +89,8 @@ async def test_a_deleted_text_is_gone_from_redis(clients: Any, stack: Stack) -> 
         await redis.aclose()
 
 
-async def test_a_resume_brings_the_edits_and_deletes_made_while_away(clients: Any) -> None:
-    ann, bob = await clients(0), await clients(1)
+async def test_a_resume_brings_the_edits_and_deletes_made_while_away(people: Any) -> None:
+    ann, bob = await people(0), await people(1)
     room = unique("r")
     await ann.join(room)
     await bob.join(room)
@@ -157,7 +105,7 @@ async def test_a_resume_brings_the_edits_and_deletes_made_while_away(clients: An
     assert await bob.change(type="edit", room=room, id=later, text="later final") is None
     doomed = await bob.say(room, "later regret")
     assert await bob.change(type="delete", room=room, id=doomed) is None
-    back = await clients(1, name=ann.name)
+    back = await people(1, name=ann.name)
     await back.join(room, after=last_seen)
     frames = [f for f in back.sock.frames if f.get("room") == room]
     assert {"type": "edited", "room": room, "id": kept, "text": "final text"} in frames
@@ -169,8 +117,8 @@ async def test_a_resume_brings_the_edits_and_deletes_made_while_away(clients: An
         assert stale not in back.text_seen()
 
 
-async def test_bad_edits_and_deletes(clients: Any) -> None:
-    ann = await clients(0)
+async def test_bad_edits_and_deletes(people: Any) -> None:
+    ann = await people(0)
     room = unique("r")
     await ann.join(room)
     message = await ann.say(room, "x")
@@ -193,11 +141,9 @@ async def test_bad_edits_and_deletes(clients: Any) -> None:
 
 async def test_reset_trimmed_only_when_messages_were_trimmed(stack: Stack) -> None:
     with lone_instance(stack, "--stream-maxlen=10", "--rate-limit=0") as url:
-        http = HttpSession(url)
+        client = await logged_in(url)
+        http, sock = client.http, client.sock
         try:
-            assert (await http.login(unique("t"))).code == 302
-            sock = await ChatSocket.connect(http)
-            client = Client("t", http, sock)
             room = unique("r")
             await client.join(room)
             first = await client.say(room, "m-0")
@@ -216,8 +162,8 @@ async def test_reset_trimmed_only_when_messages_were_trimmed(stack: Stack) -> No
             http.close()
 
 
-async def test_reset_lost_when_the_epoch_changed(clients: Any) -> None:
-    ann = await clients(0)
+async def test_reset_lost_when_the_epoch_changed(people: Any) -> None:
+    ann = await people(0)
     room = unique("r")
     presence = await ann.join(room)
     first = await ann.say(room, "one")
@@ -250,11 +196,9 @@ async def test_a_redis_back_without_its_data_is_reported(stack: Stack, tmp_path:
     try:
         with lone_instance(stack, f"--redis-url=redis://127.0.0.1:{port}/0",
                            "--rate-limit=0") as url:
-            http = HttpSession(url)
+            client = await logged_in(url)
+            http, sock = client.http, client.sock
             try:
-                assert (await http.login(unique("t"))).code == 302
-                sock = await ChatSocket.connect(http)
-                client = Client("t", http, sock)
                 room = unique("r")
                 await client.join(room)
                 last = await client.say(room, "before the loss")
@@ -276,7 +220,7 @@ async def test_a_redis_back_without_its_data_is_reported(stack: Stack, tmp_path:
                         break
                     await asyncio.sleep(0.1)
                 sock2 = await ChatSocket.connect(again)
-                back = Client("t2", again, sock2)
+                back = User("t2", again, sock2)
                 await back.join(room, after=last, epoch=epoch)
                 assert [f["reason"] for f in sock2.frames
                         if f["type"] == "reset" and f["room"] == room] == ["lost"]

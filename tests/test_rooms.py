@@ -7,91 +7,19 @@ across processes: the order is given on one, felt on the other.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from chatclient import ChatSocket, HttpSession
+from chatclient import ChatSocket
 from stack.run import Stack
+from tests.chat_users import people
 from tests.conftest import lone_instance, unique
+
+__all__ = ["people"]  # the fixture, imported for pytest to find
 
 pytestmark = pytest.mark.cluster
 
-Frame = dict[str, Any]
-
-
-class User:
-    """One logged-in user with one socket."""
-
-    def __init__(self, name: str, http: HttpSession, sock: ChatSocket) -> None:
-        self.name, self.http, self.sock = name, http, sock
-
-    async def send(self, **frame: Any) -> None:
-        await self.sock.send(frame)
-
-    async def error(self, **frame: Any) -> str:
-        """Send `frame`; the code of the error it gets."""
-        await self.send(**frame)
-        code: str = (await self.sock.next_of("error"))["code"]
-        return code
-
-    async def done(self, **frame: Any) -> None:
-        """Send a moderation frame and wait for its `moderated` answer."""
-        await self.send(**frame)
-        answer = await self.sock.next(lambda f: f["type"] in ("moderated", "error"))
-        assert answer["type"] == "moderated", answer
-
-    async def join(self, room: str) -> Frame:
-        """Join; the presence frame, or the error it got."""
-        await self.send(type="join", room=room)
-        return await self.sock.next(
-            lambda f: (f["type"] == "presence" and f["room"] == room) or f["type"] == "error")
-
-    async def say(self, room: str, text: str) -> str:
-        await self.send(type="chat", room=room, text=text, cid=text)
-        answer = await self.sock.next(
-            lambda f: (f["type"] == "ack" and f["cid"] == text) or f["type"] == "error")
-        assert answer["type"] == "ack", answer
-        message_id: str = answer["id"]
-        return message_id
-
-    async def private_room(self, *members: User) -> str:
-        """A new private room of this user's, with `members` invited; its name."""
-        room = unique("priv")
-        await self.send(type="create", room=room, private=True)
-        await self.sock.next_of("presence", room=room)
-        for member in members:
-            await self.done(type="invite", room=room, user=member.name)
-        return room
-
-    def texts(self, room: str) -> list[str]:
-        return [f["text"] for f in self.sock.frames if f["type"] == "chat" and f["room"] == room]
-
-    def close(self) -> None:
-        self.sock.close()
-        self.http.close()
-
-
-@pytest.fixture
-async def people(stack: Stack) -> AsyncIterator[Any]:
-    """`await people(at=n)`: a new user on instance n (0 or 1); all closed at the end."""
-    made: list[User] = []
-    urls = [f"http://127.0.0.1:{p}" for p in stack.settings.instance_ports()]
-
-    async def make(at: int = 0, name: str | None = None, url: str | None = None) -> User:
-        name = name or unique("u")
-        http = HttpSession(url or urls[at])
-        assert (await http.login(name)).code == 302
-        sock = await ChatSocket.connect(http)
-        await sock.next_of("presence", room="lobby")
-        user = User(name, http, sock)
-        made.append(user)
-        return user
-
-    yield make
-    for user in made:
-        user.close()
 
 
 async def test_a_private_room_is_closed_to_non_members_everywhere(people: Any) -> None:
