@@ -53,6 +53,8 @@ P99_LIMIT_MS = 100.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The reference load: 400 clients in one room, 2 processes, 50 msg/s.
 REFERENCE_RATE = 50.0
+# Run by default: the Node peer ("node") needs `make node-peer` first, so it is asked for.
+DEFAULT_SERVERS = ("chatfleet", "socketio")
 WORKER_READY_TIMEOUT_SECONDS = 300.0
 # Before the first reported step: short steps until one loses nothing.
 WARM_UP_SECONDS = 1.0
@@ -373,8 +375,9 @@ def parse_servers(text: str) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--servers", type=parse_servers,
-                        help="comma-separated server kinds, run in this order (default: "
-                             "both; chatfleet alone with --redis-shards)")
+                        help=f"comma-separated server kinds of {', '.join(KINDS)}, run in "
+                             f"this order (default: {','.join(DEFAULT_SERVERS)}; chatfleet "
+                             "alone with --redis-shards)")
     parser.add_argument("--clients", type=int, default=400)
     parser.add_argument("--rooms", type=int, default=1)
     parser.add_argument("--instances", type=int, default=2, help="server processes per kind")
@@ -397,7 +400,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, help="write a PNG of p99 vs delivered/s here")
     args = parser.parse_args(argv)
     if args.servers is None:
-        args.servers = ["chatfleet"] if args.redis_shards > 0 else list(KINDS)
+        args.servers = ["chatfleet"] if args.redis_shards > 0 else list(DEFAULT_SERVERS)
     if args.redis_shards > 0 and args.servers != ["chatfleet"]:
         parser.error("--redis-shards needs --servers chatfleet (the peer has no cluster mode)")
     return args
