@@ -64,6 +64,15 @@ logins: system-run $(STAMP)
 node-peer: system-run $(STAMP)
 	$(PY) -m bench.peers.node_install
 
+# 1,000 clients in 100 rooms of 10, every client publishing in turn (issue 18):
+# chatfleet, the Node Socket.IO peer and python-socketio, rate stepped up.
+smallrooms: node-peer
+	$(PY) -m bench.smallrooms teams
+
+# 1,000 clients in 500 rooms of 2 (direct messages), same servers and steps.
+dms: node-peer
+	$(PY) -m bench.smallrooms dms
+
 system-run:
 	@stack/ensure-packages.sh $(RUN_PACKAGES)
 

@@ -78,6 +78,12 @@ class StepResult:
     busiest_worker_share: float
     redis_shares: list[float] = field(default_factory=list)  # each shard's primary, of one core
     shard_rooms: list[int] = field(default_factory=list)  # rooms each shard owns (a cluster)
+    # Totals of the step, for costs per message (bench/smallrooms.py):
+    sent: int = 0  # messages published
+    received: int = 0  # deliveries counted by the clients
+    app_cpu_s: float = 0.0  # CPU seconds of the chat processes (server minus Redis)
+    redis_cpu_s: float = 0.0  # CPU seconds of the Redis processes (`redis_pids`)
+    client_cpu_s: float = 0.0  # CPU seconds of the load generator (all workers)
 
     @property
     def busiest_shard_share(self) -> float:
@@ -182,6 +188,9 @@ def run_step(args: argparse.Namespace, kind: str, step: int, rate: float,
         client_cpu_share=sum(r.cpu_seconds for r in reports) / elapsed,
         busiest_worker_share=max(r.cpu_seconds for r in reports) / elapsed,
         redis_shares=[c / elapsed for c in redis_cpu],
+        sent=sent, received=received,
+        app_cpu_s=server_cpu - sum(redis_cpu), redis_cpu_s=sum(redis_cpu),
+        client_cpu_s=sum(r.cpu_seconds for r in reports),
     )
 
 
