@@ -11,7 +11,7 @@ RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-ser
 # The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`.
 TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools
 
-.PHONY: run test lint failover bench scaling idle storm micro hostile logins system-run system-test clean
+.PHONY: run test lint failover bench scaling idle storm micro hostile logins node-peer smallrooms dms system-run system-test clean
 
 run: system-run $(STAMP)
 	$(PY) -m stack.run
@@ -58,6 +58,20 @@ hostile: system-run $(STAMP)
 # Logins/s of one process, and its chat p99 idle vs under 50 logins/s (issue 15).
 logins: system-run $(STAMP)
 	$(PY) -m bench.logins
+
+# The Node.js Socket.IO peer for the bench targets only (never `make run`):
+# Debian's nodejs and npm, then `npm ci` into bench/peers/node-socketio/node_modules.
+node-peer: system-run $(STAMP)
+	$(PY) -m bench.peers.node_install
+
+# 1,000 clients in 100 rooms of 10, every client publishing in turn (issue 18):
+# chatfleet, the Node Socket.IO peer and python-socketio, rate stepped up.
+smallrooms: node-peer
+	$(PY) -m bench.smallrooms teams
+
+# 1,000 clients in 500 rooms of 2 (direct messages), same servers and steps.
+dms: node-peer
+	$(PY) -m bench.smallrooms dms
 
 system-run:
 	@stack/ensure-packages.sh $(RUN_PACKAGES)

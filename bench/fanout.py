@@ -53,6 +53,8 @@ P99_LIMIT_MS = 100.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The reference load: 400 clients in one room, 2 processes, 50 msg/s.
 REFERENCE_RATE = 50.0
+# Run by default: the Node peer ("node") needs `make node-peer` first, so it is asked for.
+DEFAULT_SERVERS = ("chatfleet", "socketio")
 WORKER_READY_TIMEOUT_SECONDS = 300.0
 # Before the first reported step: short steps until one loses nothing.
 WARM_UP_SECONDS = 1.0
@@ -76,6 +78,12 @@ class StepResult:
     busiest_worker_share: float
     redis_shares: list[float] = field(default_factory=list)  # each shard's primary, of one core
     shard_rooms: list[int] = field(default_factory=list)  # rooms each shard owns (a cluster)
+    # Totals of the step, for costs per message (bench/smallrooms.py):
+    sent: int = 0  # messages published
+    received: int = 0  # deliveries counted by the clients
+    app_cpu_s: float = 0.0  # CPU seconds of the chat processes (server minus Redis)
+    redis_cpu_s: float = 0.0  # CPU seconds of the Redis processes (`redis_pids`)
+    client_cpu_s: float = 0.0  # CPU seconds of the load generator (all workers)
 
     @property
     def busiest_shard_share(self) -> float:
@@ -180,6 +188,9 @@ def run_step(args: argparse.Namespace, kind: str, step: int, rate: float,
         client_cpu_share=sum(r.cpu_seconds for r in reports) / elapsed,
         busiest_worker_share=max(r.cpu_seconds for r in reports) / elapsed,
         redis_shares=[c / elapsed for c in redis_cpu],
+        sent=sent, received=received,
+        app_cpu_s=server_cpu - sum(redis_cpu), redis_cpu_s=sum(redis_cpu),
+        client_cpu_s=sum(r.cpu_seconds for r in reports),
     )
 
 
@@ -373,8 +384,9 @@ def parse_servers(text: str) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--servers", type=parse_servers,
-                        help="comma-separated server kinds, run in this order (default: "
-                             "both; chatfleet alone with --redis-shards)")
+                        help=f"comma-separated server kinds of {', '.join(KINDS)}, run in "
+                             f"this order (default: {','.join(DEFAULT_SERVERS)}; chatfleet "
+                             "alone with --redis-shards)")
     parser.add_argument("--clients", type=int, default=400)
     parser.add_argument("--rooms", type=int, default=1)
     parser.add_argument("--instances", type=int, default=2, help="server processes per kind")
@@ -397,7 +409,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, help="write a PNG of p99 vs delivered/s here")
     args = parser.parse_args(argv)
     if args.servers is None:
-        args.servers = ["chatfleet"] if args.redis_shards > 0 else list(KINDS)
+        args.servers = ["chatfleet"] if args.redis_shards > 0 else list(DEFAULT_SERVERS)
     if args.redis_shards > 0 and args.servers != ["chatfleet"]:
         parser.error("--redis-shards needs --servers chatfleet (the peer has no cluster mode)")
     return args

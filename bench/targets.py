@@ -1,6 +1,6 @@
-"""Servers a benchmark runs against: chatfleet's stack, or the python-socketio peer.
+"""Servers a benchmark runs against: chatfleet's stack, the python-socketio peer, or the Node one.
 
-    target = start_target("chatfleet", 2, var)   # or "socketio"
+    target = start_target("chatfleet", 2, var)   # or "socketio", or "node"
     try:
         ...  # clients connect to target.url (HAProxy) or target.instance_urls
     finally:
@@ -11,7 +11,12 @@ of each process, the pids to read CPU from (server processes plus Redis), a
 way to kill one process with SIGKILL (it comes back by itself, as under
 supervisord), and `stop()`, which ends every process the target started, by
 pid. A chatfleet stack started here has the rate limit off: a benchmark
-floods on purpose. The peer can share a Redis another target started (`redis=`).
+floods on purpose. A peer can share a Redis another target started (`redis=`).
+
+The Node peer ("node": bench/peers/node-socketio, Socket.IO 4 with
+@socket.io/redis-adapter) speaks the same Socket.IO protocol as the
+python-socketio one, so the same clients measure both. It needs `node` and
+its npm packages: `make node-peer` (bench/peers/node_install.py) installs them.
 
 chatfleet can also run on a Redis Cluster of S primaries started here
 (`redis_shards=S`, rigs.redis_cluster), so a bench can show how fan-out
@@ -37,7 +42,7 @@ from rigs.redis_cluster import RedisCluster, free_cluster_ports
 from stack.run import Stack, answers_ok
 from stack.settings import PROJECT, EdgeLimits
 
-KINDS = ("chatfleet", "socketio")
+KINDS = ("chatfleet", "socketio", "node")
 
 # A benchmark floods on purpose: no per-user rate limit (0 = off), for this
 # stack only. Callers may add more (e.g. for an idle or storm run).
@@ -47,8 +52,10 @@ CHATFLEET_BENCH_ENV = {"CHAT_RATE_LIMIT": "0"}
 # so the peer pays the same Redis when it starts its own.
 REDIS_FLAGS = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
                "--daemonize", "no", "--protected-mode", "yes"]
-# The peer's pub/sub channel: its own name, so it never clashes with chatfleet's.
+# The peers' pub/sub channels: their own names, so they never clash with chatfleet's.
 PEER_CHANNEL = "bench-socketio"
+NODE_PEER_KEY = "bench-node"
+NODE_PEER_DIR = PROJECT / "bench" / "peers" / "node-socketio"
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -135,6 +142,8 @@ def start_target(
         return ChatfleetTarget.start(instances, var, env or {}, redis, edge, auth)
     if kind == "socketio":
         return SocketioTarget.start(instances, var, env or {}, redis)
+    if kind == "node":
+        return NodeTarget.start(instances, var, env or {}, redis)
     raise ValueError(f"unknown target kind {kind!r}; one of {', '.join(KINDS)}")
 
 
@@ -266,6 +275,7 @@ class SocketioTarget:
     haproxy: subprocess.Popen[bytes] | None = None
     peers: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
     protocol: str = "socketio"
+    sticky = False  # HAProxy pins a client to a peer by cookie (class-wide)
 
     @property
     def url(self) -> str:
@@ -288,7 +298,8 @@ class SocketioTarget:
             if redis is None:
                 target._start_redis(free_port(taken))
             target.peers = [target._spawn_peer(n) for n in range(1, instances + 1)]
-            (var / "peer-haproxy.cfg").write_text(peer_haproxy_config(target))
+            (var / "peer-haproxy.cfg").write_text(
+                peer_haproxy_config(target, sticky=cls.sticky))
             target.haproxy = _spawn(["haproxy", "-db", "-f", str(var / "peer-haproxy.cfg")],
                                     var / "log" / "peer-haproxy.log", target.env)
             target.wait_ready()
@@ -307,11 +318,14 @@ class SocketioTarget:
         self.redis = RedisRef(f"redis://127.0.0.1:{port}/0", self.own_redis.pid)
         _wait_port(port, self.own_redis)
 
+    def peer_command(self, n: int) -> list[str]:
+        """How peer n is started."""
+        return [sys.executable, "-m", "bench.peers.socketio_redis",
+                "--port", str(self.ports[n - 1]), "--redis-url", self.redis.url,
+                "--channel", PEER_CHANNEL, "--name", f"peer{n}"]
+
     def _spawn_peer(self, n: int) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "bench.peers.socketio_redis",
-                   "--port", str(self.ports[n - 1]), "--redis-url", self.redis.url,
-                   "--channel", PEER_CHANNEL, "--name", f"peer{n}"]
-        return _spawn(command, self.var / "log" / f"peer-{n}.log", self.env)
+        return _spawn(self.peer_command(n), self.var / "log" / f"peer-{n}.log", self.env)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Every peer answers /healthz, and HAProxy shows them all UP."""
@@ -365,15 +379,40 @@ class SocketioTarget:
                 _terminate(proc)
 
 
-def peer_haproxy_config(target: SocketioTarget) -> str:
-    """The front for the peer: like chatfleet's, minus stickiness.
+class NodeTarget(SocketioTarget):
+    """N `node bench/peers/node-socketio/server.js` processes and a HAProxy, started by pid here.
 
-    Clients use the websocket transport only, so a Socket.IO session lives on
-    one TCP connection and never needs to come back to the same process.
+    HAProxy pins each client to one process by a cookie, as Socket.IO's docs
+    ask (its default transports start with HTTP long-polling); the bench
+    clients use the websocket transport, one TCP connection, either way.
+    """
+
+    sticky = True
+
+    @classmethod
+    def start(cls, instances: int, var: Path, env: dict[str, str],
+              redis: RedisRef | None) -> SocketioTarget:
+        if shutil.which("node") is None or not (NODE_PEER_DIR / "node_modules").is_dir():
+            raise RuntimeError("the Node peer is not installed: run `make node-peer` "
+                               "(python -m bench.peers.node_install)")
+        return super().start(instances, var, env, redis)
+
+    def peer_command(self, n: int) -> list[str]:
+        return ["node", str(NODE_PEER_DIR / "server.js"), "--port", str(self.ports[n - 1]),
+                "--redis-url", self.redis.url, "--key", NODE_PEER_KEY, "--name", f"node{n}"]
+
+
+def peer_haproxy_config(target: SocketioTarget, sticky: bool = False) -> str:
+    """The front for a peer: like chatfleet's; `sticky`: a cookie pins each client to a peer.
+
+    Without stickiness clients must use the websocket transport only, so a
+    Socket.IO session lives on one TCP connection and never needs to come
+    back to the same process.
     """
     servers = "\n".join(
-        f"    server peer{n} 127.0.0.1:{port} check"
+        f"    server peer{n} 127.0.0.1:{port} check" + (f" cookie peer{n}" if sticky else "")
         for n, port in enumerate(target.ports, start=1))
+    cookie = "    cookie peer_server insert indirect nocache httponly\n" if sticky else ""
     return f"""# Rendered by bench/targets.py for one benchmark run.
 global
     stats socket {target.var}/peer-haproxy.sock mode 600 level admin
@@ -402,7 +441,7 @@ backend peer_instances
     http-check send meth GET uri /healthz
     http-check expect status 200
     default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 2
-{servers}
+{cookie}{servers}
 """
 
 
