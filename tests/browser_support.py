@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,14 @@ TIMEOUT_MS = 20_000
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """A PNG file's (width, height), read from its header."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
 NAME_ERROR = "A user name is 1 to 32 letters, digits, '.', '_' or '-'."
 
 expect.set_options(timeout=TIMEOUT_MS)

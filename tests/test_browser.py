@@ -13,9 +13,7 @@ so that, run alone or first, it shows a lobby without other tests' messages.
 from __future__ import annotations
 
 import re
-import struct
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +35,7 @@ from tests.browser_support import (
     log_in,
     messages,
     open_user,
+    png_size,
     say,
     wait_for_message,
 )
@@ -50,15 +49,9 @@ __all__ = ["browser", "open_user"]  # fixtures, imported for pytest to find
 
 pytestmark = pytest.mark.browser
 
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
-
-
 def test_screenshots(open_user: OpenUser, stack: Stack) -> None:
-    """docs/screenshots: the login page, the chat page (1280x800) and the chat on a phone."""
+    """docs/screenshots: the chat page (1280x800) and the chat on a phone (the login
+    page is taken in accounts mode, the default: tests/test_browser_accounts.py)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     ann_name, bob_name = unique("ann"), unique("bob")
     ann = open_user(1)
@@ -66,7 +59,6 @@ def test_screenshots(open_user: OpenUser, stack: Stack) -> None:
 
     ann.goto("/")
     expect(ann.locator("#user")).to_be_focused()
-    ann.screenshot(path=SCREENSHOTS / "login.png")
 
     ann.locator("#user").fill(ann_name)
     ann.locator("#user").press("Enter")
@@ -93,7 +85,6 @@ def test_screenshots(open_user: OpenUser, stack: Stack) -> None:
     expect(bob.locator("#messages .msg").last).to_be_in_viewport()
     bob.screenshot(path=SCREENSHOTS / "chat-phone.png")
 
-    assert png_size(SCREENSHOTS / "login.png") == (1280, 800)
     assert png_size(SCREENSHOTS / "chat.png") == (1280, 800)
     assert png_size(SCREENSHOTS / "chat-phone.png") == (390, 844)
 

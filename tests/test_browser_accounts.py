@@ -24,6 +24,7 @@ from playwright.sync_api import Page, Response, expect
 
 from stack.run import Stack
 from tests.browser_support import (
+    SCREENSHOTS,
     OpenUser,
     browser,
     expect_instance,
@@ -34,6 +35,7 @@ from tests.browser_support import (
     log_in_with_password,
     messages,
     open_account_user,
+    png_size,
     say,
     sign_up,
     strong_password,
@@ -133,6 +135,17 @@ def wait_delivered(page: Page, user: str, text: str, timeout: float = FAILOVER_M
         arg=[user, text],
         timeout=timeout,
     )
+
+
+def test_login_page_screenshot(open_account_user: OpenUser) -> None:
+    """docs/screenshots/login.png: the login and sign-up page, as a new user sees it."""
+    page = open_account_user()
+    page.goto("/")
+    expect(page.locator("#login-user")).to_be_focused()
+    expect(page.locator("#signup-password-rule")).to_be_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "login.png", full_page=True)
+    assert png_size(SCREENSHOTS / "login.png")[0] == 1280
 
 
 def test_sign_up_by_keyboard_reload_log_out_and_log_in(open_account_user: OpenUser) -> None:
