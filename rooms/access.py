@@ -55,12 +55,6 @@ class Standing:
     muted_until_ms: int
 
     @property
-    def may_read(self) -> bool:
-        if self.role == "admin":
-            return True
-        return not self.banned and (not self.private or self.role is not None)
-
-    @property
     def may_moderate(self) -> bool:
         return RANK[self.role] >= RANK["moderator"]
 

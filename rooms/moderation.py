@@ -18,8 +18,9 @@ from typing import Any
 from pubsub import Keys, Refused
 from pubsub.codec import as_str
 from pubsub.publish import new_epoch
+from pubsub.scripts import NOW_LUA
 from redisconn import Topology
-from rooms.access import RANK, ROLES, Standing, standing_of
+from rooms.access import ACCESS_LUA, FORBIDDEN, RANK, ROLES, Standing, standing_of
 from rooms.names import dm_room, dm_users
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,12 @@ MAX_ROOM_FIELDS = 4096
 # Audit entries kept per room (trimmed approximately), and shown per request.
 AUDIT_KEEP = 1000
 AUDIT_PAGE = 100
+
+# The room's rule alone (rooms/access.py). KEYS: meta. ARGV: user, '1' for an
+# admin. Returns the rule's verdict (FORBIDDEN: may not read).
+_MAY_READ_LUA = NOW_LUA + ACCESS_LUA + """
+return room_access(KEYS[1], ARGV[1], ARGV[2], now)
+"""
 
 # Create a room if neither its meta nor its stream exists. KEYS: meta, stream.
 # ARGV: owner, private ('1' or '0'), idle seconds, epoch. 1: created, 0: exists.
@@ -96,6 +103,7 @@ class Rooms:
         self._create = self.redis.register_script(_CREATE_LUA)
         self._dm = self.redis.register_script(_DM_LUA)
         self._mute = self.redis.register_script(_MUTE_LUA)
+        self._may_read = self.redis.register_script(_MAY_READ_LUA)
 
     def is_admin(self, user: str) -> bool:
         return user in self.settings.admins
@@ -113,9 +121,11 @@ class Rooms:
                 for user, fields in zip(users, found, strict=True)]
 
     async def check_read(self, room: str, user: str) -> None:
-        """Refused(forbidden) unless `user` may read `room` now (history pages)."""
-        (standing,) = await self.standings(room, user)
-        if not standing.may_read:
+        """Refused(forbidden) unless `user` may read `room` now (history pages):
+        the room's one rule (rooms/access.py), as the join and publish scripts ask it."""
+        verdict = await self._may_read(keys=[self.keys.room_meta(room)],
+                                       args=[user, "1" if self.is_admin(user) else "0"])
+        if int(verdict) == FORBIDDEN:
             raise forbidden("you may not read this room")
 
     async def rooms_of_user(self, user: str) -> list[str]:
