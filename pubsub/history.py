@@ -115,13 +115,6 @@ class History:
         count, trimmed, epoch, known = await self._gap(keys=keys, args=[format_id(after)])
         return Gap(int(count), bool(int(trimmed)), as_str(epoch), bool(int(known)))
 
-    async def count_after(self, room: str, after: StreamId) -> int:
-        """How many stored entries of `room` come after `after`."""
-        return (await self.gap(room, after)).count
-
-    async def epoch(self, room: str) -> str:
-        return as_str(await self.redis.hget(self.keys.room_meta(room), "epoch") or b"")
-
     async def _edits_of(self, room: str, rows: list[Row]) -> dict[str, str]:
         """The latest texts of the edited messages (and event targets) among `rows`."""
         ids = [as_str(raw_id) for raw_id, fields in rows if not is_event(fields)]

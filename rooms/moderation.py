@@ -147,7 +147,7 @@ class Rooms:
             raise Refused("room_exists", "a room of that name exists; join it")
         if private:
             await self._add_user_room(user, room)
-        await self._audit(room, user, "create", user, private="1" if private else "0")
+        await self.record(room, user, "create", user, private="1" if private else "0")
 
     async def invite(self, user: str, room: str, invitee: str) -> None:
         await self._known(invitee)
@@ -162,7 +162,7 @@ class Rooms:
             raise forbidden(f"{invitee} is banned from this room; unban first")
         await self.redis.hsetnx(self.keys.room_meta(room), f"role:{invitee}", "member")
         await self._add_user_room(invitee, room)
-        await self._audit(room, user, "invite", invitee)
+        await self.record(room, user, "invite", invitee)
         await self.publish_control({"t": "invited", "room": room, "user": invitee, "by": user})
 
     async def set_role(self, user: str, room: str, target_user: str, role: str) -> None:
@@ -183,7 +183,7 @@ class Rooms:
             await self.redis.hset(meta, f"role:{target_user}", role)
             if actor.private:
                 await self._add_user_room(target_user, room)
-        await self._audit(room, user, "role", target_user, role=role)
+        await self.record(room, user, "role", target_user, role=role)
 
     async def kick(self, user: str, room: str, target_user: str, *, ban: bool = False) -> None:
         """Cut `target_user` off the room on every instance; with `ban`, until unbanned."""
@@ -202,7 +202,7 @@ class Rooms:
             # Out of every login's room list too, connected or not, so no
             # later hello offers the room again.
             await self.forget_room(target_user, room)
-        await self._audit(room, user, "ban" if ban else "kick", target_user)
+        await self.record(room, user, "ban" if ban else "kick", target_user)
         await self.publish_control({"t": "kick", "room": room, "user": target_user, "by": user,
                                     "ban": ban})
 
@@ -210,7 +210,7 @@ class Rooms:
         await self._known(target_user)
         await self._moderated(room, user, target_user, grows=False)
         await self.redis.hdel(self.keys.room_meta(room), f"ban:{target_user}")
-        await self._audit(room, user, "unban", target_user)
+        await self.record(room, user, "unban", target_user)
 
     async def mute(self, user: str, room: str, target_user: str, seconds: int) -> None:
         if not 0 <= seconds <= MAX_MUTE_SECONDS:
@@ -219,7 +219,7 @@ class Rooms:
         await self._known(target_user)
         await self._moderated(room, user, target_user)
         await self._mute(keys=[self.keys.room_meta(room)], args=[target_user, seconds])
-        await self._audit(room, user, "mute", target_user, seconds=str(seconds))
+        await self.record(room, user, "mute", target_user, seconds=str(seconds))
 
     async def dm(self, user: str, other: str) -> str:
         """The DM room of `user` and `other`, made on first use."""
@@ -284,13 +284,10 @@ class Rooms:
             pipe.expire(key, self.settings.idle_seconds)
             await pipe.execute()
 
-    async def record(self, room: str, by: str, action: str, target: str, **extra: str) -> None:
-        """Put an action taken elsewhere in the room's trail (a moderator's delete)."""
-        await self._audit(room, by, action, target, **extra)
-
-    async def _audit(self, room: str, by: str, action: str, target: str,
+    async def record(self, room: str, by: str, action: str, target: str,
                      **extra: str) -> None:
-        """One line of the room's trail and of the process log (never a message text)."""
+        """One line of the room's trail and of the process log (never a message text);
+        also for actions taken elsewhere (a moderator's delete)."""
         key = self.keys.audit(room)
         fields: dict[Any, Any] = {"by": by, "action": action, "user": target,
                                   "ts": str(int(time.time())), **extra}
