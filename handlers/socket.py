@@ -69,6 +69,9 @@ HISTORY_PER_SECOND = 2.0
 # How long a chat refused for Redis holds back the socket's later chats
 # (waiting for its resend); a client that gave it up is not blocked for good.
 ORDER_HOLD_SECONDS = 10.0
+# Frames held for a socket while its own chat is published (an ack is one
+# Redis round trip away; a publish slower than this many frames lets them go).
+HELD_MAX_FRAMES = 256
 # A socket that takes none of a reply it is owed within this long is cut
 # off as a slow consumer (it resumes from history when it comes back).
 DRAIN_TIMEOUT_SECONDS = 30.0
@@ -98,7 +101,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # instances of a class (a shared-key dict), instead of growing a private
     # table of its own: about 1.3 KB less per idle socket.
     __slots__ = ("user", "login_id", "wire", "last_typing", "history_tokens", "history_at",
-                 "unsent_cid", "unsent_until", "active", "answered", "unanswered")
+                 "unsent_cid", "unsent_until", "active", "answered", "unanswered", "held")
 
     user: str
     login_id: str
@@ -109,6 +112,10 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # for it (until `unsent_until`), so a room shows a socket's chats in order.
     unsent_cid: str
     unsent_until: float
+    # While this socket's chat is being published: the frames for it that
+    # arrived meanwhile, sent after its `ack`, so the sender's own copy of the
+    # message never comes before the ack (None when nothing is in flight).
+    held: list[bytes] | None
     # A token bucket of history requests (each may read ~1.6 MB from Redis).
     history_tokens: float
     history_at: float
@@ -176,6 +183,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         self.last_typing = {}
         self.history_tokens, self.history_at = HISTORY_BURST, time.monotonic()
         self.unsent_cid, self.unsent_until = "", 0.0
+        self.held = None
         self.answered = True  # the last keep-alive ping (none yet)
         self.unanswered = 0
         self.process.keepalive.add(self)
@@ -412,6 +420,16 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             # later one stored first would show out of the order typed (the
             # client resends its outbox oldest first).
             raise FrameError("unavailable", "an earlier message is not stored yet; resend it first")
+        self.held = []
+        try:
+            await self._publish(chat, now)
+        finally:
+            held, self.held = self.held, None
+            for data in held or ():
+                self._write_wire(data)
+
+    async def _publish(self, chat: Chat, now: float) -> None:
+        """Store and publish `chat`; `ack` it, or raise the refusal."""
         try:
             published = await self.bus.publish(chat.room, self.user, chat.text, chat.cid,
                                                self.login_id, self.admin)
@@ -433,7 +451,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
                 self.close(CLOSE_POLICY, "too many messages")
             raise FrameError("rate_limited", "too many messages; slow down and resend")
         if chat.cid:
-            self.send_frame(frame("ack", cid=chat.cid, id=published.id))
+            self._write_wire(self.wire.frame(frame("ack", cid=chat.cid, id=published.id)))
 
     async def _session_alive(self) -> bool:
         """Check the login behind this socket still has a session; end the socket if not."""
@@ -465,6 +483,14 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         Fan-out hands the same str to every local socket: it is framed once
         and written with one send per socket (internals/wire.py).
         """
+        held = self.held
+        if held is not None:
+            if len(held) < HELD_MAX_FRAMES:
+                held.append(self.wire.frame(text))
+                return
+            self.held = None  # a publish this slow: order gives way to memory
+            for data in held:
+                self._write_wire(data)
         self._write_wire(self.wire.frame(text))
 
     def _write_wire(self, data: bytes) -> None:

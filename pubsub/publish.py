@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from pubsub.codec import as_str
 from pubsub.keys import Keys
@@ -208,6 +209,8 @@ class Publisher:
         self._waits_on = topology.single_node if wait_replicas else None
         self.wait_replicas = wait_replicas if self._waits_on is not None else 0
         self._script = register(self.redis, keys, _PUBLISH_LUA)
+        # Publishes of one loop turn share a write and a read (internals/redis_lane.py).
+        self._lane = topology.lane if not self.wait_replicas else None
 
     async def publish(
         self, room: str, user: str, text: str, cid: str = "", login: str = "",
@@ -223,7 +226,9 @@ class Publisher:
             room, user, text, caps.max_messages, cid, CID_DEDUPE_SECONDS,
             burst, rate.tokens_per_ms if burst else 0, caps.max_bytes, caps.idle_seconds,
             STRIKE_WINDOW_SECONDS * 1000, "1" if admin else "0", new_epoch()]
-        if not self.wait_replicas:
+        if self._lane is not None:
+            reply = await self._publish_on_lane(keys, args)
+        elif not self.wait_replicas:
             reply = await self._script(keys=keys, args=args)
         else:
             reply = await self._publish_replicated(keys, args)
@@ -233,6 +238,14 @@ class Publisher:
             strikes=int(reply[2]) if status == RATE_LIMITED else 0,
             forbidden=status == FORBIDDEN, muted=status == MUTED,
         )
+
+    async def _publish_on_lane(self, keys: list[str], args: list[str | int | float]) -> Any:
+        assert self._lane is not None
+        try:
+            return await self._lane.call("EVALSHA", self._script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis lost its script cache (a restart, a failover): redis-py loads it again.
+            return await self._script(keys=keys, args=args)
 
     async def _publish_replicated(
         self, keys: list[str], args: list[str | int | float]

@@ -125,4 +125,4 @@ def connect_probe(target: RedisTarget) -> RedisClient | None:
 
 def open_topology(target: RedisTarget) -> Topology:
     """The process's Redis: its client and health probe, chosen once from `target`."""
-    return Topology(connect(target), connect_probe(target))
+    return Topology(connect(target), connect_probe(target), SOCKET_TIMEOUT_SECONDS)

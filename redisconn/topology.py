@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from internals.redis_lane import RedisLane
+
 RedisClient = Redis | RedisCluster
 T = TypeVar("T")
 
@@ -23,10 +25,14 @@ T = TypeVar("T")
 class Topology:
     """One Redis deployment: its client, its health probe and what it can do."""
 
-    def __init__(self, client: RedisClient, probe: RedisClient | None = None) -> None:
+    def __init__(self, client: RedisClient, probe: RedisClient | None = None,
+                 timeout: float = 5.0) -> None:
+        """`timeout`: how long the lane waits for a reply (the client's socket timeout)."""
         self.client = client
         # Health pings on a client of their own (redisconn.connect_probe).
         self.probe = probe or client
+        self._timeout = timeout
+        self._lane: RedisLane | None = None
 
     @property
     def sharded(self) -> bool:
@@ -38,6 +44,15 @@ class Topology:
     def single_node(self) -> Redis | None:
         """The client when one server holds everything (WAIT works), else None."""
         return self.client if isinstance(self.client, Redis) else None
+
+    @property
+    def lane(self) -> RedisLane | None:
+        """The pipelined connection for the hot path (chat publishes) on one
+        server; None on a Cluster, whose client routes each key to its node."""
+        client = self.single_node
+        if client is not None and self._lane is None:
+            self._lane = RedisLane(client, self._timeout)
+        return self._lane
 
     def choose(self, single: Callable[[Redis], T], cluster: Callable[[RedisCluster], T]) -> T:
         """Build what differs by deployment (the subscriber) from the right client."""
@@ -70,6 +85,8 @@ class Topology:
         await probe.ping()
 
     async def aclose(self) -> None:
+        if self._lane is not None:
+            await self._lane.aclose()
         await self.client.aclose()
         if self.probe is not self.client:
             await self.probe.aclose()

@@ -381,3 +381,26 @@ async def test_sockets_per_user_limit(stack: Stack) -> None:
     for sock in socks:
         sock.close()
     http.close()
+
+
+async def test_the_ack_comes_before_the_senders_own_copy(pinned: Pinned) -> None:
+    """A client can match its pending message to the stored one by the ack's
+    id before that message shows up (ext: docs/protocol.md, `ack`)."""
+    room = unique("r")
+    _, ann = await pinned(unique("ann"), 1)
+    _, bob = await pinned(unique("bob"), 2)
+    await join(ann, room)
+    await join(bob, room)
+    cids = [unique("c") for _ in range(8)]  # within the burst of the rate limit
+    for n, cid in enumerate(cids):
+        await ann.send({"type": "chat", "room": room, "text": f"a{n}", "cid": cid})
+        await bob.send({"type": "chat", "room": room, "text": f"b{n}"})
+    acks = {cid: await ann.next_of("ack", cid=cid) for cid in cids}
+    stored = {ack["id"] for ack in acks.values()}
+    while stored - {f.get("id") for f in ann.frames if f["type"] == "chat"}:
+        await ann.next()
+    for cid, ack in acks.items():
+        ack_at = ann.frames.index(ack)
+        copy_at = next(i for i, f in enumerate(ann.frames)
+                       if f["type"] == "chat" and f.get("id") == ack["id"])
+        assert ack_at < copy_at, (cid, ack_at, copy_at)
