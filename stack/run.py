@@ -48,6 +48,12 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.settings.http_port}"
 
+    @property
+    def https_url(self) -> str:
+        """HAProxy's HTTPS address; only with a certificate (settings.tls)."""
+        assert self.settings.tls is not None, "this stack has no certificate"
+        return f"https://127.0.0.1:{self.settings.tls.port}"
+
     def start(self) -> None:
         self.env = {**prepare(self.settings), **self.extra_env}
         supervisord = Path(sys.executable).parent / "supervisord"
@@ -145,12 +151,14 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
     settings = StackSettings.from_env()
     stack = Stack(settings)
-    stack.start()
-    assert stack.process is not None
     try:
+        stack.start()
+        assert stack.process is not None
         stack.wait_ready()
         if settings.starts_haproxy:
-            print(f"chatfleet is up: {stack.url}  ({settings.instances} instances; Ctrl-C stops)",
+            where = stack.url if settings.tls is None else (
+                f"{stack.https_url} (plain HTTP on {stack.url} redirects there)")
+            print(f"chatfleet is up: {where}  ({settings.instances} instances; Ctrl-C stops)",
                   flush=True)
         else:  # one host of several: the front door runs elsewhere
             print(f"chatfleet host is up: {' '.join(stack.instance_urls())}  (Ctrl-C stops)",
