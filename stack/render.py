@@ -121,6 +121,11 @@ def prepare(settings: StackSettings) -> dict[str, str]:
         if settings.tls:
             settings.tls.check()
         (settings.var / "haproxy.cfg").write_text(haproxy_config(settings))
+    return supervisor_env(settings)
+
+
+def supervisor_env(settings: StackSettings) -> dict[str, str]:
+    """The environment supervisord.conf expands (supervisorctl needs it as well)."""
     env = dict(os.environ)
     env.update(
         CHAT_VAR=str(settings.var),
