@@ -8,10 +8,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-server haproxy=haproxy
-# The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`.
-TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools
+# The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`;
+# the HTTPS tests make throwaway certificates with `openssl`.
+TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools openssl=openssl
 
-.PHONY: run test lint failover bench scaling idle storm micro hostile logins node-peer smallrooms dms system-run system-test clean
+.PHONY: run test lint reload failover bench scaling idle storm micro hostile logins node-peer smallrooms dms system-run system-test clean
 
 run: system-run $(STAMP)
 	$(PY) -m stack.run
@@ -24,6 +25,11 @@ test: system-test $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# HAProxy re-reads haproxy.cfg and its certificate (CHAT_TLS_CERT renewed in place)
+# without dropping a connection (README: HTTPS). Run with `make run`'s environment.
+reload: $(STAMP)
+	$(PY) -m stack.reload
 
 # The default failover drill (issue: survive losing a process).
 failover: system-run $(STAMP)

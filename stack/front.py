@@ -20,6 +20,7 @@ from stack.limits import raise_nofile
 from stack.render import Server, fill_haproxy_template
 from stack.run import answers_ok
 from stack.settings import EdgeLimits
+from stack.tls import FrontTls
 
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -43,21 +44,24 @@ def parse_hosts(spec: str) -> list[Server]:
 
 
 def front_door_config(bind: str, servers: Sequence[Server], var: Path,
-                      limits: EdgeLimits | None = None) -> str:
-    """haproxy.cfg for a front door: the one-box template, a server line per host:port."""
-    return fill_haproxy_template(bind, servers, var, limits)
+                      limits: EdgeLimits | None = None, tls: FrontTls | None = None) -> str:
+    """haproxy.cfg for a front door: the one-box template, a server line per host:port
+    (with `tls`, HTTPS on the same host as `bind`)."""
+    return fill_haproxy_template(bind, servers, var, limits, tls)
 
 
 class FrontDoor:
     """One HAProxy process in front of chat processes on several hosts."""
 
     def __init__(self, bind: str, servers: Sequence[Server], var: Path,
-                 limits: EdgeLimits | None = None) -> None:
-        """`limits`: per-address and body limits (default: EdgeLimits(), the production ones)."""
+                 limits: EdgeLimits | None = None, tls: FrontTls | None = None) -> None:
+        """`limits`: per-address and body limits (default: EdgeLimits(), the production ones).
+        `tls`: also serve HTTPS (plain HTTP then redirects there)."""
         self.bind = bind
         self.servers = list(servers)
         self.var = var
         self.limits = limits
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,7 +79,10 @@ class FrontDoor:
             raise RuntimeError("haproxy is not installed (make run installs it)")
         (self.var / "log").mkdir(parents=True, exist_ok=True)
         config = self.var / "haproxy.cfg"
-        config.write_text(front_door_config(self.bind, self.servers, self.var, self.limits))
+        if self.tls is not None:
+            self.tls.check()
+        config.write_text(front_door_config(self.bind, self.servers, self.var, self.limits,
+                                            self.tls))
         raise_nofile()  # HAProxy sizes its maxconn from the limit it inherits
         with open(self.var / "log" / "haproxy.log", "ab") as log:
             self.process = subprocess.Popen(

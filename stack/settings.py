@@ -14,6 +14,7 @@ from handlers.edge import MAX_BODY_BYTES
 
 # The Sentinel master name chat_server.py follows unless told otherwise.
 from redisconn.connect import DEFAULT_SENTINEL_MASTER
+from stack.tls import FrontTls
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -112,6 +113,8 @@ class StackSettings:
     # "accounts" (default: a name needs its password) or "open" (name only: demos,
     # and the load tools and chat tests that log in thousands of names).
     auth: str = "accounts"
+    # HTTPS at HAProxy (CHAT_TLS_CERT, CHAT_HTTPS_PORT); None: plain HTTP only.
+    tls: FrontTls | None = None
 
     @property
     def instance_trusted_proxies(self) -> str:
@@ -166,4 +169,5 @@ class StackSettings:
             edge=EdgeLimits.from_env(),
             trusted_proxies=os.environ.get("CHAT_TRUSTED_PROXIES", "").strip(),
             auth=os.environ.get("CHAT_AUTH", "").strip() or "accounts",
+            tls=FrontTls.from_env(),
         )

@@ -22,6 +22,7 @@ import pytest
 from redis.asyncio import Redis
 
 from chatclient import HttpSession
+from rigs.certs import TestPki
 from rigs.ports import free_port, settings_on_free_ports
 from stack.run import Stack
 
@@ -69,10 +70,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @contextmanager
 def running_stack(var: Path, auth: str = "open", env: dict[str, str] | None = None,
-                  keep_logs_as: str = "") -> Iterator[Stack]:
+                  keep_logs_as: str = "", tls_cert: Path | None = None) -> Iterator[Stack]:
     """A whole stack of 2 instances in `var`, ready; stopped (by pid) on exit.
-    With CHAT_KEEP_LOGS set, its logs are kept in test-artifacts/`keep_logs_as`."""
-    running = Stack(settings_on_free_ports(2, var, auth=auth), env=env)
+    With CHAT_KEEP_LOGS set, its logs are kept in test-artifacts/`keep_logs_as`.
+    With `tls_cert`, HAProxy serves HTTPS too (`Stack.https_url`)."""
+    running = Stack(settings_on_free_ports(2, var, auth=auth, tls_cert=tls_cert), env=env)
     running.start()
     try:
         running.wait_ready()
@@ -99,6 +101,22 @@ def accounts_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     of one test never refuses another's."""
     with running_stack(tmp_path_factory.mktemp("accounts-stack"), auth="accounts",
                        keep_logs_as="accounts-stack-log") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def https_pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
+    """A throwaway root and intermediate CA (openssl, in the run's temporary folder)."""
+    return TestPki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def https_stack(tmp_path_factory: pytest.TempPathFactory, https_pki: TestPki) -> Iterator[Stack]:
+    """A whole stack in accounts mode whose HAProxy also serves HTTPS, with a leaf of
+    `https_pki` as its certificate (its file: `settings.tls.cert`; a test may renew it)."""
+    cert = https_pki.issue("front")
+    with running_stack(tmp_path_factory.mktemp("https-stack"), auth="accounts",
+                       keep_logs_as="https-stack-log", tls_cert=cert) as running:
         yield running
 
 
