@@ -68,4 +68,5 @@ def settings_on_free_ports(instances: int, var: Path, auth: str = "open") -> Sta
         var=var,
         edge=EdgeLimits.per_address_off(),
         auth=auth,
+        haproxy_metrics_port=free_port(taken),
     )

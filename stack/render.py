@@ -58,14 +58,20 @@ def server_lines(servers: Sequence[Server]) -> str:
 
 
 def fill_haproxy_template(bind: str, servers: Sequence[Server], var: Path,
-                          limits: EdgeLimits | None = None) -> str:
+                          limits: EdgeLimits | None = None, metrics_bind: str = "") -> str:
     """The project's haproxy.cfg with its front `bind`, its servers, its state folder
-    and its limits (default: EdgeLimits(), an internet-facing front door's).
+    and its limits (default: EdgeLimits(), an internet-facing front door's), and
+    HAProxy's Prometheus exporter on `metrics_bind` (address:port).
 
-    A line that names a per-address limit which is 0 (off) is left out.
+    A line that names a per-address limit which is 0 (off) is left out; so is
+    the exporter's whole section (up to its blank line) without a `metrics_bind`.
     """
     limits = limits or EdgeLimits()
-    lines = (PROJECT / "haproxy.cfg").read_text().splitlines(keepends=True)
+    text = (PROJECT / "haproxy.cfg").read_text()
+    if not metrics_bind:
+        text = "\n\n".join(section for section in text.split("\n\n")
+                           if "{{metrics_bind}}" not in section)
+    lines = text.splitlines(keepends=True)
     per_address = {
         "max_conns_per_address": limits.max_conns_per_address,
         "max_new_conns_per_address": limits.max_new_conns_per_address,
@@ -75,6 +81,7 @@ def fill_haproxy_template(bind: str, servers: Sequence[Server], var: Path,
     template = "".join(line for line in lines if not any(name in line for name in off))
     filled = {
         "bind": bind,
+        "metrics_bind": metrics_bind,
         "servers": server_lines(servers),
         "var": str(var),
         "project": str(PROJECT),
@@ -98,7 +105,8 @@ def local_servers(settings: StackSettings) -> list[Server]:
 
 def haproxy_config(settings: StackSettings) -> str:
     return fill_haproxy_template(
-        f"127.0.0.1:{settings.http_port}", local_servers(settings), settings.var, settings.edge
+        f"127.0.0.1:{settings.http_port}", local_servers(settings), settings.var, settings.edge,
+        settings.haproxy_metrics_bind,
     )
 
 

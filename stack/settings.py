@@ -31,6 +31,10 @@ MAX_CONNS_PER_ADDRESS = 1000       # open at once
 MAX_NEW_CONNS_PER_ADDRESS = 500    # opened per 10 s
 MAX_LOGINS_PER_ADDRESS = 60        # POST /login or /signup per minute
 
+# HAProxy's Prometheus exporter (docs/ops/prometheus.yml), on localhost only:
+# 8404 is the port HAProxy's own documentation gives its stats and exporter.
+HAPROXY_METRICS_PORT = 8404
+
 
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
@@ -112,6 +116,13 @@ class StackSettings:
     # "accounts" (default: a name needs its password) or "open" (name only: demos,
     # and the load tools and chat tests that log in thousands of names).
     auth: str = "accounts"
+    # HAProxy's Prometheus exporter listens on 127.0.0.1 here; 0: none.
+    haproxy_metrics_port: int = HAPROXY_METRICS_PORT
+
+    @property
+    def haproxy_metrics_bind(self) -> str:
+        """Where HAProxy serves its own /metrics ("" when it does not)."""
+        return f"127.0.0.1:{self.haproxy_metrics_port}" if self.haproxy_metrics_port else ""
 
     @property
     def instance_trusted_proxies(self) -> str:
@@ -166,4 +177,5 @@ class StackSettings:
             edge=EdgeLimits.from_env(),
             trusted_proxies=os.environ.get("CHAT_TRUSTED_PROXIES", "").strip(),
             auth=os.environ.get("CHAT_AUTH", "").strip() or "accounts",
+            haproxy_metrics_port=_int("CHAT_HAPROXY_METRICS_PORT", HAPROXY_METRICS_PORT),
         )
