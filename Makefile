@@ -11,7 +11,7 @@ RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-ser
 # The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`.
 TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools
 
-.PHONY: run test lint failover bench scaling idle storm micro hostile logins node-peer smallrooms dms system-run system-test clean
+.PHONY: run test lint status failover bench scaling idle storm micro hostile logins node-peer smallrooms dms system-run system-test clean
 
 run: system-run $(STAMP)
 	$(PY) -m stack.run
@@ -24,6 +24,11 @@ test: system-test $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# Each instance's readiness (/healthz), HAProxy's view of it and its sockets,
+# and Redis's PING, without supervisorctl; exits 1 unless all is well.
+status: $(STAMP)
+	@$(PY) -m stack.status
 
 # The default failover drill (issue: survive losing a process).
 failover: system-run $(STAMP)
