@@ -8,8 +8,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-server haproxy=haproxy
-# The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`.
-TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools
+# The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`;
+# the ops tests: a real Prometheus and promtool, and the Redis exporter (docs/ops/).
+TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools \
+	promtool=prometheus prometheus-redis-exporter=prometheus-redis-exporter
 
 .PHONY: run test lint status failover bench scaling idle storm micro hostile logins node-peer smallrooms dms system-run system-test clean
 
