@@ -1,8 +1,9 @@
 """docs/ops on the real programs: promtool checks the scrape config and the alert rules
 (and runs their unit tests); a real Prometheus, configured from docs/ops, scrapes every
 instance, HAProxy's exporter and the Redis exporter of the session's stack, knows every
-metric the dashboard and the rules name, and fires ChatInstanceDown once an instance
-is killed and kept down.
+metric the dashboard and the rules name, draws its graph page after real traffic
+(docs/screenshots/prometheus.png), and fires ChatInstanceDown once an instance is
+killed and kept down.
 
 The one change to the shipped files: every second instead of every 15 s, and
 ChatInstanceDown's `for:` of a minute shortened to 2 s, so the test takes seconds
@@ -12,25 +13,40 @@ ChatInstanceDown's `for:` of a minute shortened to 2 s, so the test takes second
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
+import time
+import urllib.parse
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import Browser, ViewportSize, expect
 
+from chatclient import ChatSocket, HttpSession
 from rigs.ports import free_port
 from rigs.prometheus import OPS, Prometheus, RedisExporter, ops_config
 from stack.run import Stack
 from stack.status import report
+from tests.browser_support import SCREENSHOTS, browser, png_size
+from tests.conftest import unique
+
+__all__ = ["browser"]  # a fixture, imported for pytest to find
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                 reason="prometheus is not installed (make test installs it)")
 
 WAIT = 45.0
+# The screenshot's traffic: long enough for a graph, within the chat rate limit
+# (20 per 10 s per user).
+TRAFFIC_SECONDS = 25.0
+USERS_PER_INSTANCE = 3
+SAY_EVERY_SECONDS = 0.6
 INSTANCE_DOWN_FOR = "2s"
 # What is left of an expression once its selectors, ranges and grouping clauses are
 # gone: metric names, and functions and aggregations (each followed by `(`).
@@ -128,6 +144,78 @@ def test_every_target_is_scraped_and_every_named_metric_exists(
         for variable, value in GRAFANA_VARIABLES.items():
             expr = expr.replace(variable, value)
         prometheus.query(expr)
+
+
+async def chat_traffic(stack: Stack, seconds: float) -> None:
+    """Three users on each instance in one room, each saying something every 0.6 s
+    (under the chat rate limit), each fourth line a frame the server refuses."""
+    room = unique("graphed")
+    sessions, sockets = [], []
+    for url in stack.instance_urls() * USERS_PER_INSTANCE:
+        http = HttpSession(url)
+        await http.login(unique("graph"))
+        sock = await ChatSocket.connect(http)
+        await sock.send({"type": "join", "room": room})
+        await sock.next_of("presence", room=room)
+        sessions.append(http)
+        sockets.append(sock)
+
+    async def talk(sock: ChatSocket) -> None:
+        deadline = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            if n % 4 == 0:
+                await sock.send({"type": "chat", "room": unique("not-joined"), "text": "x"})
+            else:
+                await sock.send({"type": "chat", "room": room, "text": f"line {n}",
+                                 "cid": f"c{n}"})
+                await sock.next_of("ack", cid=f"c{n}")
+            await asyncio.sleep(SAY_EVERY_SECONDS)
+
+    try:
+        await asyncio.gather(*(talk(sock) for sock in sockets))
+    finally:
+        for sock in sockets:
+            sock.close()
+        for http in sessions:
+            http.close()
+
+
+GRAPHS = {  # the classic graph page's panels: what a dashboard shows first
+    "histogram_quantile(0.99, sum by (instance, le) "
+    "(rate(chat_publish_seconds_bucket[10s])))": "publish round trip p99, per instance",
+    "sum by (instance) (rate(chat_frames_out_total[10s]))": "frames written / s, per instance",
+}
+SCREENSHOT = SCREENSHOTS / "prometheus.png"
+VIEWPORT: ViewportSize = {"width": 1280, "height": 1560}
+
+
+@pytest.mark.browser
+def test_screenshot_of_the_graph_page_after_real_traffic(
+        stack: Stack, prometheus: Prometheus, browser: Browser) -> None:
+    """docs/screenshots/prometheus.png: Prometheus's own graph page (Debian's build has
+    the classic UI) over half a minute of chat on both instances."""
+    talker = threading.Thread(target=asyncio.run, args=(chat_traffic(stack, TRAFFIC_SECONDS),))
+    talker.start()
+    talker.join(TRAFFIC_SECONDS + WAIT)
+    assert not talker.is_alive()
+    assert float(prometheus.query("sum(chat_publish_seconds_count)")[0]["value"][1]) > 0
+
+    query = {"g0.range_input": "30s", "g1.range_input": "30s"}
+    for n, expr in enumerate(GRAPHS):
+        query |= {f"g{n}.expr": expr, f"g{n}.tab": "0", f"g{n}.stacked": "0"}
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(f"{prometheus.url}/classic/graph?{urllib.parse.urlencode(query)}")
+        expect(page.locator(".graph_area")).to_have_count(len(GRAPHS))
+        for n in range(len(GRAPHS)):  # each drew a line per instance
+            lines = page.locator(".graph_area").nth(n).locator(".graph svg path.path")
+            expect(lines).to_have_count(len(stack.instance_urls()))
+        page.screenshot(path=SCREENSHOT)
+    finally:
+        page.close()
+    assert png_size(SCREENSHOT) == (VIEWPORT["width"], VIEWPORT["height"])
 
 
 @pytest.fixture
