@@ -91,9 +91,19 @@ def json_formatter(instance: str = "") -> logging.Formatter:
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,  # a traceback: one string field
             structlog.processors.EventRenamer("msg"),
+            _contract_first,
             structlog.processors.JSONRenderer(),
         ],
     )
+
+
+# The contract's fields lead each line, so a person reading it raw finds them.
+LEADING_FIELDS = ("ts", "level", "instance", "logger", "msg")
+
+
+def _contract_first(logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+    lead = {key: event.pop(key) for key in LEADING_FIELDS if key in event}
+    return {**lead, **event}
 
 
 class _Instance:
