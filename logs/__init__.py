@@ -54,10 +54,12 @@ def configure(fmt: str, *, level: str = "info", instance: str = "", plain: bool 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Python's own warnings and a crash's traceback are log lines too, in this
-    # format (a JSON reader must not meet a bare traceback).
+    # Python's own warnings, a crash's traceback and an error it can only ignore
+    # (in a __del__, say) are log lines too, in this format: a JSON reader must
+    # not meet a bare traceback.
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
+    sys.unraisablehook = _log_unraisable
 
 
 def _log_uncaught(kind: type[BaseException], error: BaseException,
@@ -95,6 +97,16 @@ def json_formatter(instance: str = "") -> logging.Formatter:
             structlog.processors.JSONRenderer(),
         ],
     )
+
+
+def _log_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    # Where it happened by the code's name (Broken.__del__), never the object's
+    # repr, which could hold anything.
+    where = getattr(unraisable.object, "__qualname__", type(unraisable.object).__name__)
+    logging.getLogger("chatfleet").error(
+        "%s: %s", unraisable.err_msg or "Exception ignored in", where,
+        exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)
+        if unraisable.exc_value is not None else None)
 
 
 # The contract's fields lead each line, so a person reading it raw finds them.

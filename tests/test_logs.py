@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +24,12 @@ PROJECT = Path(__file__).resolve().parent.parent
 def restore_logging() -> Iterator[None]:
     """logs.configure replaces the root handlers and the excepthook: put them back."""
     root = logging.getLogger()
-    handlers, level, hook = root.handlers[:], root.level, sys.excepthook
+    handlers, level = root.handlers[:], root.level
+    hooks = sys.excepthook, sys.unraisablehook
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    sys.excepthook = hook
+    sys.excepthook, sys.unraisablehook = hooks
     logging.captureWarnings(False)
 
 
@@ -62,6 +64,28 @@ def test_text_names_time_level_and_instance_and_keeps_tracebacks(restore_logging
     assert " ERROR vm:8001 handlers.base: error in GET /" in lines[1]
     assert lines[2] == "Traceback (most recent call last):"
     assert lines[-1] == "RuntimeError: boom"
+
+
+class Broken:
+    def __del__(self) -> None:
+        raise RuntimeError("in __del__")
+
+
+def test_a_crash_a_warning_or_an_ignored_error_is_one_json_line_too(
+        restore_logging: None) -> None:
+    out = io.StringIO()
+    logs.configure("json", instance="vm:8001", stream=out)
+    try:
+        raise ValueError("crashed")
+    except ValueError as error:
+        sys.excepthook(ValueError, error, error.__traceback__)
+    Broken()  # dropped at once: its __del__ raises where nothing can catch it
+    warnings.warn("deprecated here", DeprecationWarning, stacklevel=1)
+    crash, ignored, warned = (json.loads(line) for line in out.getvalue().splitlines())
+    assert crash["level"] == "critical" and "ValueError: crashed" in crash["exception"]
+    assert ignored["msg"].endswith("Broken.__del__") and "in __del__" in ignored["exception"]
+    assert warned["logger"] == "py.warnings" and "deprecated here" in warned["msg"]
+    assert {crash["instance"], ignored["instance"], warned["instance"]} == {"vm:8001"}
 
 
 def test_the_stacks_own_lines_stay_bare_in_text(restore_logging: None) -> None:
