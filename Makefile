@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed-stamp
 
 RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-server haproxy=haproxy
 # The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`;
-# the HTTPS tests make throwaway certificates with `openssl`.
-TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools openssl=openssl
+# the HTTPS tests make throwaway certificates with `openssl`; the ops tests run a
+# real Prometheus and promtool, and the Redis exporter (docs/ops/).
+TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools openssl=openssl \
+	promtool=prometheus prometheus-redis-exporter=prometheus-redis-exporter
 
-.PHONY: run test lint reload failover bench scaling idle storm micro hostile logins node-peer smallrooms dms system-run system-test clean
+.PHONY: run test lint reload status failover bench scaling idle storm micro hostile logins node-peer smallrooms dms system-run system-test clean
 
 run: system-run $(STAMP)
 	$(PY) -m stack.run
@@ -30,6 +32,11 @@ lint: $(STAMP)
 # without dropping a connection (README: HTTPS). Run with `make run`'s environment.
 reload: $(STAMP)
 	$(PY) -m stack.reload
+
+# Each instance's readiness (/healthz), HAProxy's view of it and its sockets,
+# and Redis's PING, without supervisorctl; exits 1 unless all is well.
+status: $(STAMP)
+	@$(PY) -m stack.status
 
 # The default failover drill (issue: survive losing a process).
 failover: system-run $(STAMP)

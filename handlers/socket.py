@@ -34,6 +34,7 @@ from handlers.frames import (
     parse_frame,
 )
 from handlers.limits import SocketLimits
+from handlers.outcomes import ERRORS_SENT, NO_CLOSE_FRAME, count_close
 from internals.handshake import forget_handshake
 from internals.wire import WireFrames, write_now
 from pubsub import ChatBus, Refused, frame
@@ -101,7 +102,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # instances of a class (a shared-key dict), instead of growing a private
     # table of its own: about 1.3 KB less per idle socket.
     __slots__ = ("user", "login_id", "wire", "last_typing", "history_tokens", "history_at",
-                 "unsent_cid", "unsent_until", "active", "answered", "unanswered", "held")
+                 "unsent_cid", "unsent_until", "active", "answered", "unanswered", "held",
+                 "closed_with")
 
     user: str
     login_id: str
@@ -126,6 +128,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # ping, and how many pings in a row went unanswered.
     answered: bool
     unanswered: int
+    # The close code this server closed the socket with, if it closed first (metrics).
+    closed_with: int
 
     def set_default_headers(self) -> None:
         set_security_headers(self)
@@ -464,6 +468,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         """An `error` frame; (ext) with the refused frame's `type`, `room` and `cid`
         when it could be read, so a client knows which of its frames it answers."""
         FRAMES_REFUSED.inc()
+        ERRORS_SENT.labels(code).inc()
         context: dict[str, str] = {}
         if about is not None:
             context["of"] = FRAME_TYPES.get(type(about), "")
@@ -505,6 +510,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             # A slow consumer: drop the connection (no close frame fits in a
             # full buffer). The client resumes from history when it returns.
             SLOW_CONSUMERS.inc()
+            self.closed_with = NO_CLOSE_FRAME
             stream.close()
 
     def busy(self) -> bool:
@@ -526,6 +532,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             return False
         except TimeoutError:
             SLOW_CONSUMERS.inc()
+            self.closed_with = NO_CLOSE_FRAME
             stream.close()
             return False
         return not stream.closed()
@@ -540,6 +547,13 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     def close_draining(self) -> None:
         self.close(CLOSE_DRAINING, "instance draining")
 
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        conn = self.ws_connection
+        if code and conn is not None and not conn.is_closing():
+            self.closed_with = code
+        super().close(code, reason)
+
     def on_close(self) -> None:
+        count_close(getattr(self, "closed_with", 0), self.close_code)
         # Symmetric with open: unregister, and leave its rooms in the background.
         self.process.sockets.remove(self, lambda: self.bus.detach(self))

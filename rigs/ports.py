@@ -74,4 +74,5 @@ def settings_on_free_ports(instances: int, var: Path, auth: str = "open",
         edge=EdgeLimits.per_address_off(),
         auth=auth,
         tls=FrontTls(tls_cert, free_port(taken)) if tls_cert else None,
+        haproxy_metrics_port=free_port(taken),
     )

@@ -23,12 +23,13 @@ CHAT_TLS_CERT it also serves HTTPS on CHAT_HTTPS_PORT of the --bind host (README
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
 
 from stack.front import FrontDoor, front_door_config, parse_hosts
-from stack.settings import PROJECT, EdgeLimits
+from stack.settings import HAPROXY_METRICS_PORT, PROJECT, EdgeLimits
 from stack.tls import FrontTls
 
 
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stack.hosts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    port = os.environ.get("CHAT_HAPROXY_METRICS_PORT", "").strip() or str(HAPROXY_METRICS_PORT)
+    metrics_bind = f"127.0.0.1:{port}" if port != "0" else ""
     for name, what in (("render-front", "print the front door's haproxy.cfg"),
                        ("front", "run the front door's HAProxy in the foreground")):
         sub = commands.add_parser(name, help=what)
@@ -70,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
                          help="HAProxy's front address:port (default 127.0.0.1:8000)")
         sub.add_argument("--var", type=Path, default=PROJECT / "var" / "front",
                          help="state folder: stats socket, logs, the rendered config")
+        sub.add_argument("--metrics-bind", default=metrics_bind,
+                         help="address:port of HAProxy's own /metrics for Prometheus "
+                              f"(default {metrics_bind}, from CHAT_HAPROXY_METRICS_PORT; "
+                              "'' for none)")
     args = parser.parse_args(argv)
     servers = parse_hosts(args.hosts)
     var = args.var.resolve()
@@ -77,9 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "render-front":
         if tls is not None:
             tls.check()
-        sys.stdout.write(front_door_config(args.bind, servers, var, limits, tls))
+        sys.stdout.write(front_door_config(args.bind, servers, var, limits, tls,
+                                           args.metrics_bind))
     else:
-        run_front(FrontDoor(args.bind, servers, var, limits, tls))
+        run_front(FrontDoor(args.bind, servers, var, limits, tls, args.metrics_bind))
 
 
 if __name__ == "__main__":

@@ -59,16 +59,23 @@ def server_lines(servers: Sequence[Server]) -> str:
 
 
 def fill_haproxy_template(bind: str, servers: Sequence[Server], var: Path,
-                          limits: EdgeLimits | None = None, tls: FrontTls | None = None) -> str:
+                          limits: EdgeLimits | None = None, tls: FrontTls | None = None,
+                          metrics_bind: str = "") -> str:
     """The project's haproxy.cfg with its front `bind`, its servers, its state folder,
-    its limits (default: EdgeLimits(), an internet-facing front door's) and, with
-    `tls`, HTTPS on the same host (plain HTTP then redirects to it).
+    its limits (default: EdgeLimits(), an internet-facing front door's), with
+    `tls` HTTPS on the same host (plain HTTP then redirects to it), and HAProxy's
+    Prometheus exporter on `metrics_bind` (address:port).
 
     A line that names a per-address limit which is 0 (off) is left out, and so
-    is every TLS line without `tls`.
+    is every TLS line without `tls`, and the exporter's whole section (up to
+    its blank line) without a `metrics_bind`.
     """
     limits = limits or EdgeLimits()
-    lines = (PROJECT / "haproxy.cfg").read_text().splitlines(keepends=True)
+    text = (PROJECT / "haproxy.cfg").read_text()
+    if not metrics_bind:
+        text = "\n\n".join(section for section in text.split("\n\n")
+                           if "{{metrics_bind}}" not in section)
+    lines = text.splitlines(keepends=True)
     per_address = {
         "max_conns_per_address": limits.max_conns_per_address,
         "max_new_conns_per_address": limits.max_new_conns_per_address,
@@ -81,6 +88,7 @@ def fill_haproxy_template(bind: str, servers: Sequence[Server], var: Path,
     template = "".join(line for line in lines if not any(mark in line for mark in marks))
     filled = {
         "bind": bind,
+        "metrics_bind": metrics_bind,
         "servers": server_lines(servers),
         "var": str(var),
         "project": str(PROJECT),
@@ -109,6 +117,7 @@ def haproxy_config(settings: StackSettings) -> str:
     return fill_haproxy_template(
         f"127.0.0.1:{settings.http_port}", local_servers(settings), settings.var, settings.edge,
         settings.tls,
+        settings.haproxy_metrics_bind,
     )
 
 

@@ -6,6 +6,7 @@ stack from the same supervisord.conf and haproxy.cfg.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -16,12 +17,15 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+import logs
 from stack.haproxy_stats import server_states, wait_server_states
 from stack.limits import raise_nofile
 from stack.render import prepare, supervisor_env
 from stack.settings import PROJECT, StackSettings
 
 READY_TIMEOUT_SECONDS = 60.0
+
+log = logging.getLogger("chatfleet.stack")
 
 
 class Stack:
@@ -178,6 +182,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
+    # The instances read CHAT_LOG_FORMAT themselves (supervisord hands it down).
+    logs.configure(os.environ.get("CHAT_LOG_FORMAT", "").strip() or "text", plain=True,
+                   stream=sys.stdout)
     settings = StackSettings.from_env()
     stack = Stack(settings)
     try:
@@ -187,16 +194,15 @@ def main() -> None:
         if settings.starts_haproxy:
             where = stack.url if settings.tls is None else (
                 f"{stack.https_url} (plain HTTP on {stack.url} redirects there)")
-            print(f"chatfleet is up: {where}  ({settings.instances} instances; Ctrl-C stops)",
-                  flush=True)
+            log.info("chatfleet is up: %s  (%d instances; Ctrl-C stops)", where,
+                     settings.instances)
         else:  # one host of several: the front door runs elsewhere
-            print(f"chatfleet host is up: {' '.join(stack.instance_urls())}  (Ctrl-C stops)",
-                  flush=True)
+            log.info("chatfleet host is up: %s  (Ctrl-C stops)", " ".join(stack.instance_urls()))
         stack.process.wait()
     except KeyboardInterrupt:
-        print("\nstopping chatfleet…", flush=True)
+        log.info("stopping chatfleet…")
     except (RuntimeError, TimeoutError) as error:
-        print(f"chatfleet failed to start: {error}", file=sys.stderr, flush=True)
+        log.error("chatfleet failed to start: %s", error)
         stack.stop()
         sys.exit(1)
     finally:

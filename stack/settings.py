@@ -32,6 +32,10 @@ MAX_CONNS_PER_ADDRESS = 1000       # open at once
 MAX_NEW_CONNS_PER_ADDRESS = 500    # opened per 10 s
 MAX_LOGINS_PER_ADDRESS = 60        # POST /login or /signup per minute
 
+# HAProxy's Prometheus exporter (docs/ops/prometheus.yml), on localhost only:
+# 8404 is the port HAProxy's own documentation gives its stats and exporter.
+HAPROXY_METRICS_PORT = 8404
+
 
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
@@ -115,6 +119,13 @@ class StackSettings:
     auth: str = "accounts"
     # HTTPS at HAProxy (CHAT_TLS_CERT, CHAT_HTTPS_PORT); None: plain HTTP only.
     tls: FrontTls | None = None
+    # HAProxy's Prometheus exporter listens on 127.0.0.1 here; 0: none.
+    haproxy_metrics_port: int = HAPROXY_METRICS_PORT
+
+    @property
+    def haproxy_metrics_bind(self) -> str:
+        """Where HAProxy serves its own /metrics ("" when it does not)."""
+        return f"127.0.0.1:{self.haproxy_metrics_port}" if self.haproxy_metrics_port else ""
 
     @property
     def instance_trusted_proxies(self) -> str:
@@ -170,4 +181,5 @@ class StackSettings:
             trusted_proxies=os.environ.get("CHAT_TRUSTED_PROXIES", "").strip(),
             auth=os.environ.get("CHAT_AUTH", "").strip() or "accounts",
             tls=FrontTls.from_env(),
+            haproxy_metrics_port=_int("CHAT_HAPROXY_METRICS_PORT", HAPROXY_METRICS_PORT),
         )

@@ -25,6 +25,7 @@ from chatclient import HttpSession
 from rigs.certs import TestPki
 from rigs.ports import free_port, settings_on_free_ports
 from stack.run import Stack
+from tests.secrets_seen import SecretsSeen
 
 START_TIMEOUT = 30.0
 
@@ -98,8 +99,10 @@ def accounts_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A second whole stack, in accounts mode (the product's default): a name
     needs its password. Tests that fail logins on it connect from a loopback
     address of their own (`own_address`), so the throttle's per-address count
-    of one test never refuses another's."""
+    of one test never refuses another's. It logs in JSON (CHAT_LOG_FORMAT=json),
+    the `stack` in text, so tests/test_zz_logs.py reads a session of each."""
     with running_stack(tmp_path_factory.mktemp("accounts-stack"), auth="accounts",
+                       env={"CHAT_LOG_FORMAT": "json"},
                        keep_logs_as="accounts-stack-log") as running:
         yield running
 
@@ -118,6 +121,14 @@ def https_stack(tmp_path_factory: pytest.TempPathFactory, https_pki: TestPki) ->
     with running_stack(tmp_path_factory.mktemp("https-stack"), auth="accounts",
                        keep_logs_as="https-stack-log", tls_cert=cert) as running:
         yield running
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secrets_used() -> Iterator[SecretsSeen]:
+    """Every password and session id the session's HTTP clients used (tests/secrets_seen.py)."""
+    seen = SecretsSeen()
+    with seen.watching():
+        yield seen
 
 
 @pytest.fixture
