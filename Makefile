@@ -11,7 +11,7 @@ RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-ser
 # The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`.
 TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools
 
-.PHONY: run test lint failover bench scaling idle storm micro hostile logins node-peer smallrooms dms system-run system-test clean
+.PHONY: run test lint backup restore failover bench scaling idle storm micro hostile logins node-peer smallrooms dms system-run system-test clean
 
 run: system-run $(STAMP)
 	$(PY) -m stack.run
@@ -24,6 +24,18 @@ test: system-test $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# A consistent copy of the Redis data (an RDB snapshot) into $CHAT_BACKUP_DIR or
+# var/backups/<UTC time>/, taken while the chat runs (README: Backups and restore).
+backup: system-run $(STAMP)
+	@stack/ensure-packages.sh redis-cli=redis-tools
+	$(PY) -m stack.backup
+
+# Bring a backup back into the stopped stack: make restore FROM=var/backups/<time>
+# (FORCE=1: even though the chat runs; a live target is flushed first).
+restore: system-run $(STAMP)
+	@test -n "$(FROM)" || { echo "usage: make restore FROM=var/backups/<time> [FORCE=1]" >&2; exit 2; }
+	$(PY) -m stack.restore $(if $(FORCE),--force) "$(FROM)"
 
 # The default failover drill (issue: survive losing a process).
 failover: system-run $(STAMP)
