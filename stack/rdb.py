@@ -97,10 +97,11 @@ def check_rdb(path: Path) -> RdbCheck:
                           text=True, timeout=STREAM_TIMEOUT_SECONDS, check=False)
     keys = re.search(r"\[info\] (\d+) keys read", done.stdout)
     expires = re.search(r"\[info\] (\d+) expires", done.stdout)
-    if done.returncode != 0 or keys is None:
-        lines = [ln for ln in done.stdout.splitlines() if "rdb-check" in ln or "ERR" in ln]
-        raise BackupError(f"{path.name} is not a sound RDB file: "
-                          f"{lines[0] if lines else done.returncode}")
+    if done.returncode != 0 or keys is None or "RDB looks OK" not in done.stdout:
+        # "--- RDB ERROR DETECTED ---", then "[offset 318] RDB CRC error" or the like.
+        lines = done.stdout.split("ERROR DETECTED ---\n", 1)[-1].strip().splitlines()
+        said = re.sub(r"^\[offset \d+\] ", "", lines[0]) if lines else str(done.returncode)
+        raise BackupError(f"{path} is not a sound RDB file: {said}")
     return RdbCheck(int(keys.group(1)), int(expires.group(1)) if expires else 0)
 
 

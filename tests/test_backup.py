@@ -9,6 +9,8 @@ runs them, in a subprocess with the stack's environment.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -150,7 +152,10 @@ async def test_a_backup_taken_during_chat_restores_into_a_wiped_stack(tmp_path: 
         stop.set()
         await talking
         folder = backup_folder(taken)
-        assert folder.parent == backups and (folder / "manifest.json").is_file()
+        assert folder.parent == backups
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["sha256"] == hashlib.sha256((folder / "dump.rdb").read_bytes()).hexdigest()
+        assert manifest["keys"] > 0 and manifest["redis_version"] and manifest["created"]
         lobby_before = await history(ann, "lobby")
         # After the backup: gone again once it is restored.
         await ann.say(pub, unique("after the backup"))
@@ -287,6 +292,12 @@ def test_restore_refuses_a_damaged_backup_and_changes_nothing(lone_redis: str,
     refused = command("stack.restore", settings, str(folder))
     assert refused.returncode == 1
     assert "is damaged" in refused.stderr and "nothing was restored" in refused.stderr
+    # A manifest made to match: the RDB's own checksum still refuses it.
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sha256"] = hashlib.sha256(rdb.read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    refused = command("stack.restore", settings, str(folder))
+    assert refused.returncode == 1 and "not a sound RDB file" in refused.stderr
     assert sorted(p.name for p in settings.var.iterdir()) == ["redis"]
     assert [p.name for p in data.iterdir()] == ["keep-me"]
 
