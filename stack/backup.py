@@ -106,7 +106,8 @@ def take_backup(url: str, root: Path) -> Path:
         info = client.info("server")
         keyspace = client.info("keyspace")
     except redis.RedisError as error:
-        raise BackupError(f"cannot reach Redis at {public_url(url)}: {error}") from error
+        raise BackupError(f"cannot reach Redis at {public_url(url)} (is the stack "
+                          f"running?): {error}") from error
     finally:
         client.close()
     now = datetime.now(UTC)
