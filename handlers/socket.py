@@ -429,8 +429,9 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             await self._publish(chat, now)
         finally:
             held, self.held = self.held, None
-            for data in held or ():
-                self._write_wire(data)
+            if held:
+                # The ack and what waited for it (often the sender's own copy): one send.
+                self._write_wire(b"".join(held))
 
     async def _publish(self, chat: Chat, now: float) -> None:
         """Store and publish `chat`; `ack` it, or raise the refusal."""
@@ -455,7 +456,11 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
                 self.close(CLOSE_POLICY, "too many messages")
             raise FrameError("rate_limited", "too many messages; slow down and resend")
         if chat.cid:
-            self._write_wire(self.wire.frame(frame("ack", cid=chat.cid, id=published.id)))
+            ack = self.wire.frame(frame("ack", cid=chat.cid, id=published.id))
+            if self.held is not None:
+                self.held.insert(0, ack)
+            else:
+                self._write_wire(ack)
 
     async def _session_alive(self) -> bool:
         """Check the login behind this socket still has a session; end the socket if not."""
