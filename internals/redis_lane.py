@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -30,12 +31,8 @@ from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-# Bytes asked of the socket per read; replies of many calls (or many pub/sub
-# messages) arrive in one.
-READ_CHUNK = 256 * 1024
 
 
 def pack(*parts: Any) -> bytes:
@@ -44,46 +41,76 @@ def pack(*parts: Any) -> bytes:
     return packed
 
 
-async def open_raw(
-    pool: ConnectionPool,
-) -> tuple[AbstractConnection, asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection made and greeted by redis-py, to be read and written raw.
+class RawReplies(asyncio.Protocol):
+    """Reads a connection in place of redis-py: each read parsed by hiredis, and
+    every complete reply handed to `on_reply` right then, with no task or
+    stream in between. A reply `on_reply` cannot take (it raises) ends the
+    connection; `on_lost(error)` hears of every end, once."""
 
-    Keep the connection object as long as its streams: redis-py closes the
+    def __init__(self, on_reply: Callable[[Any], None],
+                 on_lost: Callable[[Exception], None]) -> None:
+        self.on_reply = on_reply
+        self.on_lost = on_lost
+        self.parser = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self.error: Exception | None = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed(data)
+            while (reply := self.parser.gets()) is not False:
+                self.on_reply(reply)
+        except (RedisError, hiredis.ProtocolError) as error:
+            self.error = error if isinstance(error, RedisError) else RedisConnectionError(
+                f"unreadable reply: {error}")
+            if self.transport is not None:
+                self.transport.abort()
+
+    def eof_received(self) -> bool:
+        return False  # close: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_lost(self.error or RedisConnectionError(
+            f"connection lost: {exc}" if exc else "Redis closed the connection"))
+
+
+async def open_raw(
+    pool: ConnectionPool, protocol: RawReplies,
+) -> tuple[AbstractConnection, asyncio.Transport]:
+    """A connection made and greeted by redis-py, then read by `protocol` and
+    written through the transport returned.
+
+    Keep the connection object as long as the transport: redis-py closes the
     socket when it is collected.
     """
     connection = pool.make_connection()  # type: ignore[no-untyped-call]
     await connection.connect()
-    reader, writer = connection._reader, connection._writer
-    if reader is None or writer is None:
+    writer = connection._writer
+    if writer is None or writer.transport.is_closing():
         raise RedisConnectionError("connection closed while opening")
-    return connection, reader, writer
+    transport = writer.transport
+    protocol.transport = transport
+    transport.set_protocol(protocol)
+    return connection, transport
 
 
 class _Wire:
-    """One live connection: its writer, its parser and the calls awaiting replies."""
+    """One live connection: its transport, and the calls awaiting replies."""
 
-    def __init__(self, connection: AbstractConnection, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-        # Held for its life: redis-py closes a connection's socket when the
-        # connection object is collected.
-        self.connection = connection
-        self.reader = reader
-        self.writer = writer
-        self.parser = hiredis.Reader()
+    def __init__(self) -> None:
+        self.connection: AbstractConnection | None = None
+        self.transport: asyncio.Transport | None = None
         self.outbox: list[bytes] = []
         # Each call's future and when it was written, oldest first.
         self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.failed: Exception | None = None
-        self.task: asyncio.Task[None] | None = None
 
     def fail(self, error: Exception) -> None:
         """End the connection: every call in flight or unsent gets `error`."""
         if self.failed is None:
             self.failed = error
-            self.writer.close()
-            if self.task is not None and self.task is not asyncio.current_task():
-                self.task.cancel()
+            if self.transport is not None:
+                self.transport.close()
         while self.waiting:
             future, _ = self.waiting.popleft()
             if not future.done():
@@ -134,10 +161,8 @@ class RedisLane:
             return
         data = b"".join(wire.outbox)
         wire.outbox.clear()
-        try:
-            wire.writer.write(data)
-        except (OSError, RuntimeError) as error:
-            self._drop(wire, RedisConnectionError(f"write failed: {error}"))
+        assert wire.transport is not None
+        wire.transport.write(data)  # a failed write ends in connection_lost
 
     async def _connect(self) -> _Wire:
         if self._connecting is None:
@@ -145,28 +170,12 @@ class RedisLane:
         async with self._connecting:
             if self._wire is not None and self._wire.failed is None:
                 return self._wire
-            connection, reader, writer = await open_raw(self._pool)
-            wire = _Wire(connection, reader, writer)
-            wire.task = asyncio.create_task(self._read(wire), name="redis-lane")
+            wire = _Wire()
+            replies = RawReplies(lambda reply: self._answer(wire, reply),
+                                 lambda error: self._drop(wire, error))
+            wire.connection, wire.transport = await open_raw(self._pool, replies)
             self._wire = wire
             return wire
-
-    async def _read(self, wire: _Wire) -> None:
-        try:
-            while True:
-                data = await wire.reader.read(READ_CHUNK)
-                if not data:
-                    raise RedisConnectionError("Redis closed the connection")
-                wire.parser.feed(data)
-                while (reply := wire.parser.gets()) is not False:
-                    self._answer(wire, reply)
-        except asyncio.CancelledError:
-            wire.fail(RedisConnectionError("connection closed"))
-            raise
-        except (OSError, hiredis.ProtocolError) as error:
-            self._drop(wire, RedisConnectionError(f"read failed: {error}"))
-        except RedisConnectionError as error:
-            self._drop(wire, error)
 
     def _answer(self, wire: _Wire, reply: Any) -> None:
         if not wire.waiting:
@@ -206,5 +215,3 @@ class RedisLane:
         wire, self._wire = self._wire, None
         if wire is not None:
             wire.fail(RedisConnectionError("lane closed"))
-            if wire.task is not None:
-                await asyncio.gather(wire.task, return_exceptions=True)

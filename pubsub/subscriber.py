@@ -26,11 +26,10 @@ from collections.abc import Callable
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 import metrics
-from internals.redis_lane import READ_CHUNK, open_raw, pack
+from internals.redis_lane import RawReplies, open_raw, pack
 from pubsub.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -101,10 +100,11 @@ class Subscriber:
         self.confirmed: set[bytes] = set()
         self.connected = False
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        # The live connection (kept: redis-py closes a collected one's socket).
+        # The live connection (kept: redis-py closes a collected one's socket),
+        # its transport, and what ended it.
         self._connection: AbstractConnection | None = None
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._lost: asyncio.Future[None] | None = None
         self._deaf = False
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -162,12 +162,11 @@ class Subscriber:
         if self.sharded:
             command = "s" + command
         async with self._lock:
-            if not self.connected or self._writer is None:
+            if not self.connected or self._transport is None:
                 return
-            try:
-                self._writer.write(pack(command.upper(), name))
-            except (OSError, RuntimeError):
-                REDIS_ERRORS.inc()  # the reader rebuilds and subscribes every wanted channel
+            # A failed write ends the connection: the reader rebuilds it and
+            # subscribes every wanted channel.
+            self._transport.write(pack(command.upper(), name))
 
     async def _run(self) -> None:
         backoff = Backoff()
@@ -183,7 +182,7 @@ class Subscriber:
                 DEAF.inc()
                 log.error("subscriber connection is deaf (no canary for %.0fs): rebuilding",
                           CANARY_DEADLINE_SECONDS)
-            except (RedisError, OSError, hiredis.ProtocolError) as error:
+            except (RedisError, OSError) as error:
                 REDIS_ERRORS.inc()
                 log.warning("subscriber connection lost (%s): reconnecting", type(error).__name__)
             except Exception:
@@ -200,8 +199,14 @@ class Subscriber:
 
     async def _connect(self) -> None:
         async with self._lock:
-            self._connection, self._reader, self._writer = await open_raw(
-                self.redis.connection_pool)
+            lost = self._lost = asyncio.get_running_loop().create_future()
+
+            def on_lost(error: Exception) -> None:
+                if not lost.done():
+                    lost.set_exception(error)
+
+            self._connection, self._transport = await open_raw(
+                self.redis.connection_pool, RawReplies(self._handle, on_lost))
             # One SSUBSCRIBE per channel: a call may only name channels of one slot.
             # A copy: joins and leaves change `wanted` during these awaits.
             if self.sharded:
@@ -209,23 +214,19 @@ class Subscriber:
                                                                 for name in list(self.wanted)]
             else:
                 orders = [pack("SUBSCRIBE", *self.wanted)]
-            self._writer.write(b"".join(orders))
+            self._transport.write(b"".join(orders))
             self.connected = True
             self._last_canary = time.monotonic()
 
     async def _read_forever(self) -> None:
-        reader = self._reader
-        assert reader is not None
-        parser = hiredis.Reader()
-        while True:
-            data = await reader.read(READ_CHUNK)
+        """Messages are handled as they are read (`_handle`); this waits for the end."""
+        assert self._lost is not None
+        try:
+            await self._lost
+        except (RedisError, OSError):
             if self._deaf:
-                raise DeafConnection()
-            if not data:
-                raise RedisConnectionError("Redis closed the subscriber connection")
-            parser.feed(data)
-            while (reply := parser.gets()) is not False:
-                self._handle(reply)
+                raise DeafConnection() from None
+            raise
 
     def _handle(self, reply: object) -> None:
         if isinstance(reply, hiredis.ReplyError):
@@ -265,8 +266,8 @@ class Subscriber:
             if time.monotonic() - self._last_canary > CANARY_DEADLINE_SECONDS:
                 # Deaf: end the connection under the reader, which rebuilds it.
                 self._deaf = True
-                if self._writer is not None:
-                    self._writer.transport.abort()
+                if self._transport is not None:
+                    self._transport.abort()
                 continue
             try:
                 await self.redis.publish(self.canary.decode(), b"")
@@ -277,11 +278,6 @@ class Subscriber:
                 self._last_canary = time.monotonic()
 
     async def _close(self) -> None:
-        writer, self._writer, self._reader, self._connection = (
-            self._writer, None, None, None)
-        if writer is not None:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (OSError, RuntimeError):
-                pass
+        transport, self._transport, self._connection = self._transport, None, None
+        if transport is not None:
+            transport.close()

@@ -292,9 +292,9 @@ async def test_a_deaf_subscriber_connection_is_found_and_rebuilt(
     await here.join(member, room, None)
     deaf = metrics.counter("chat_subscriber_deaf_total", "").value
     subscriber = here.subscriber
-    assert isinstance(subscriber, Subscriber) and subscriber._writer is not None
+    assert isinstance(subscriber, Subscriber) and subscriber._transport is not None
     # Both the canary and the room go quiet on this connection, which stays open.
-    subscriber._writer.write(pack("UNSUBSCRIBE", subscriber.canary, here.keys.channel(room)))
+    subscriber._transport.write(pack("UNSUBSCRIBE", subscriber.canary, here.keys.channel(room)))
     missed = await there.publish(room, "pub", "while deaf")
     deadline = time.monotonic() + WAIT
     while metrics.counter("chat_subscriber_deaf_total", "").value == deaf:
