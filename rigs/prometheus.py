@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -22,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from stack.processes import terminate
 from stack.settings import PROJECT
 
 OPS = PROJECT / "docs" / "ops"
@@ -91,14 +91,7 @@ class _Process:
             time.sleep(POLL_SECONDS)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, STOP_TIMEOUT_SECONDS)
 
 
 def _answers(url: str) -> bool:

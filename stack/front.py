@@ -8,7 +8,6 @@ the one HAProxy in front of them all (`python -m stack.hosts front`, tests).
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from stack.haproxy_stats import server_states, wait_server_states
 from stack.limits import raise_nofile
+from stack.processes import terminate
 from stack.render import Server, fill_haproxy_template
 from stack.run import answers_ok
 from stack.settings import HAPROXY_METRICS_PORT, EdgeLimits
@@ -133,11 +133,4 @@ class FrontDoor:
 
     def stop(self) -> None:
         """SIGTERM (HAProxy's hard stop: tunnels end now, browsers reconnect); then kill."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, STOP_TIMEOUT_SECONDS)

@@ -20,6 +20,7 @@ from pathlib import Path
 import logs
 from stack.haproxy_stats import server_states, wait_server_states
 from stack.limits import raise_nofile
+from stack.processes import terminate
 from stack.render import prepare, supervisor_env
 from stack.settings import PROJECT, StackSettings
 
@@ -154,12 +155,7 @@ class Stack:
         if self.process is None or self.process.poll() is not None:
             return
         children = self.child_pids()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout)
         for pid in children:
             try:
                 os.kill(pid, signal.SIGKILL)
