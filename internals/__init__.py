@@ -1,11 +1,12 @@
-"""Every use of Tornado and asyncio internals, in one place (README: Performance).
+"""Every use of Tornado, asyncio and redis-py internals, in one place (README: Performance).
 
 Each trick's module says what it saves (with the figure) and what it depends
 on: `eventloop` (a READ interest dropped one callback late), `wire` (frames
 built once, written with one `send`), `handshake` (what an open socket no
-longer needs). setup.cfg pins Tornado to the minor version they were tested
-on; `check()` runs at a chat process's start and stops it with a clear
-message if an internal it touches is gone.
+longer needs), `redis_lane` (a redis-py connection pipelined and read
+raw). setup.cfg pins Tornado to the minor version they were tested on;
+`check()` runs at a chat process's start and stops it with a clear message
+if an internal it touches is gone.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import redis._parsers.base
+import redis.asyncio.connection
 import tornado
 import tornado.httputil
 import tornado.iostream
@@ -34,7 +37,8 @@ def missing() -> list[str]:
     loop = tornado.platform.asyncio.BaseAsyncIOLoop
     gone += [f"BaseAsyncIOLoop.{n}" for n in
              _assigns(loop.initialize, "readers", "selector_loop", "asyncio_loop")]
-    gone += [f"BaseAsyncIOLoop.{n}()" for n in ("split_fd", "update_handler", "remove_handler")
+    gone += [f"BaseAsyncIOLoop.{n}()" for n in ("split_fd", "update_handler", "remove_handler",
+                                                "_handle_events")
              if not callable(getattr(loop, n, None))]
     stream = tornado.iostream.IOStream
     gone += [f"IOStream.{n}" for n in _assigns(stream.__init__, "socket")]
@@ -54,6 +58,15 @@ def missing() -> list[str]:
              _assigns(tornado.web.RequestHandler.clear, "_headers")]
     gone += [f"RequestHandler.{n}" for n in
              _assigns(tornado.web.RequestHandler.__init__, "ui")]
+    # The Redis lane and the subscriber (redis_lane): a connection redis-py
+    # opens and greets, then read and written here.
+    connection = redis.asyncio.connection.AbstractConnection
+    gone += [f"redis {n}()" for n, f in (
+        ("AbstractConnection.connect", getattr(connection, "connect", None)),
+        ("ConnectionPool.make_connection",
+         getattr(redis.asyncio.connection.ConnectionPool, "make_connection", None)),
+        ("BaseParser.parse_error", getattr(redis._parsers.base.BaseParser, "parse_error", None)),
+    ) if not callable(f)]
     return gone
 
 
@@ -62,6 +75,6 @@ def check() -> None:
     gone = missing()
     if gone:
         raise SystemExit(
-            f"chatfleet: Tornado {tornado.version} lacks internals this build relies on "
+            f"chatfleet: Tornado {tornado.version} or redis-py lacks internals this build needs "
             f"(tested with {TESTED_TORNADO}.x): {', '.join(gone)}. Install the Tornado "
             "version setup.cfg pins, or update internals/ for this one.")
