@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -36,6 +37,10 @@ from pubsub.subscriber import (
 from redisconn.connect import CONNECT_TIMEOUT_SECONDS, SOCKET_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
+
+# A Cluster notices a dead primary and promotes its replica within its node
+# timeout (seconds); until then the channels it had wait for their new owner.
+FAILOVER_GRACE_SECONDS = 15.0
 
 REROUTES = metrics.counter(
     "chat_subscriber_reroutes_total", "Shard channels moved to a new owner after a slot move"
@@ -64,12 +69,17 @@ class ShardedSubscriber:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._subscribing: set[asyncio.Task[None]] = set()  # referenced until done
+        self._lost_at = float("-inf")  # when a node's connection was last lost
 
     @property
     def connected(self) -> bool:
         """Some shard is reachable. One shard failing over does not make every
-        instance unhealthy: its rooms wait, the others chat on."""
-        return any(sub.connected for sub in self.nodes.values())
+        instance unhealthy: its rooms wait, the others chat on; and a process
+        whose only node just went down counts as connected while the Cluster
+        promotes a replica and its channels move there (FAILOVER_GRACE_SECONDS)."""
+        if any(sub.connected for sub in self.nodes.values()):
+            return True
+        return time.monotonic() - self._lost_at < FAILOVER_GRACE_SECONDS
 
     def start(self) -> None:
         self._changed.set()  # route the standing channels
@@ -115,11 +125,15 @@ class ShardedSubscriber:
                        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS)
         sub = Subscriber(
             client, f"{self.canary}:{node.name}", self.on_message, self.repair,
-            sharded=True, on_lost=self._changed.set, on_moved=lambda _: self._changed.set(),
+            sharded=True, on_lost=self._node_lost, on_moved=lambda _: self._changed.set(),
         )
         self.nodes[node.name] = sub
         sub.start()
         return sub
+
+    def _node_lost(self) -> None:
+        self._lost_at = time.monotonic()
+        self._changed.set()
 
     async def _follow_slot_map(self) -> None:
         backoff = Backoff()
