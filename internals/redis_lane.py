@@ -125,7 +125,7 @@ class RedisLane:
         self._pool = client.connection_pool
         self._timeout = timeout
         self._wire: _Wire | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._connecting = asyncio.Lock()  # one connect at a time (binds no loop until used)
         self._watchdog: asyncio.TimerHandle | None = None
 
     async def call(self, *args: Any) -> Any:
@@ -165,8 +165,6 @@ class RedisLane:
         wire.transport.write(data)  # a failed write ends in connection_lost
 
     async def _connect(self) -> _Wire:
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
         async with self._connecting:
             if self._wire is not None and self._wire.failed is None:
                 return self._wire
