@@ -439,6 +439,11 @@ class ChatBus:
                 if count > 0:
                     by_room.setdefault(room, []).append(user)
             for room, users in by_room.items():
+                # Only those still here now: one who left while earlier rooms were
+                # refreshed must not be put back (and announced `joined`).
+                users = [user for user in users if self._local.get((room, user), 0) > 0]
+                if not users:
+                    continue
                 try:
                     await self.presence.refresh(room, users)
                 except (RedisError, OSError):

@@ -95,13 +95,21 @@ sweep(now)
 return 1
 """
 
+# A user another instance swept out while still here (this instance's refresh
+# came late, so its entries lapsed and `left` went out) is announced `joined`
+# again: every client's list matches the ZSET once more.
 # KEYS: presence zset, live channel. ARGV: room, instance, expiry ms, users...
 _REFRESH_LUA = _NOW + _SWEEP + """
 local expiry = now + tonumber(ARGV[3])
 for i = 4, #ARGV do
-  redis.call('HSET', KEYS[1] .. ':' .. ARGV[i], ARGV[2], expiry)
-  redis.call('PEXPIRE', KEYS[1] .. ':' .. ARGV[i], KEY_TTL)
-  redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[i])
+  local user = ARGV[i]
+  local present = redis.call('ZSCORE', KEYS[1], user)
+  redis.call('HSET', KEYS[1] .. ':' .. user, ARGV[2], expiry)
+  redis.call('PEXPIRE', KEYS[1] .. ':' .. user, KEY_TTL)
+  redis.call('ZADD', KEYS[1], 'GT', expiry, user)
+  if not present then
+    redis.call(PUBLISH, KEYS[2], cmsgpack.pack({t = 'joined', room = ARGV[1], user = user}))
+  end
 end
 redis.call('PEXPIRE', KEYS[1], KEY_TTL)
 return sweep(now)

@@ -303,3 +303,31 @@ async def test_a_deaf_subscriber_connection_is_found_and_rebuilt(
     after = await publish_when_up(there, room, "after the rebuild")
     got = await member.wait_chats(room, 2)
     assert [c["id"] for c in got] == [missed.id, after]
+
+
+async def test_a_user_swept_out_while_still_here_is_announced_back(
+    two_buses: tuple[ChatBus, ChatBus],
+) -> None:
+    """An instance whose presence refresh came late has its user swept out by
+    another (`left` goes out); its next refresh puts the user back and says so
+    with `joined`, so no client keeps a list without them."""
+    here, there = two_buses
+    room = unique("r")
+    stays, watcher = Collector("stays"), Collector("watcher")
+    await here.join(stays, room, None)
+    await there.join(watcher, room, None)
+    # The refresh is late: the user's entries lapse, and the other instance's
+    # next look at the room sweeps them out.
+    await here.redis.zadd(here.keys.presence(room), {"stays": 1})
+    assert await there.presence.members(room) == ["watcher"]
+    await here.presence.refresh(room, ["stays"])
+    assert await there.presence.members(room) == ["stays", "watcher"]
+    deadline = time.monotonic() + WAIT
+    while True:
+        said = [(f["type"], f["user"]) for f in map(json.loads, watcher.raw)
+                if f["type"] in ("joined", "left")]
+        if said[-1:] == [("joined", "stays")]:
+            break
+        assert time.monotonic() < deadline, f"the watcher heard {said}"
+        await asyncio.sleep(0.02)
+    assert ("left", "stays") in said
