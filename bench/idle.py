@@ -14,10 +14,11 @@ Then both servers side by side with the ratio.
 A chatfleet socket is its own login: one keep-alive connection does
 `GET /`, `POST /login` and the upgrade, and waits for the lobby's presence.
 Logins share user names in groups (`--sockets-per-user`; the stack gets
-CHAT_MAX_SOCKETS_PER_LOGIN and CHAT_MAX_LOGINS_PER_USER to match): every user's first socket announces
-`joined` to the whole lobby, so K distinct names would cost K² frames to
-open. A socketio socket connects as its own user and joins a room of its
-own (the peer announces every join to the whole room).
+CHAT_MAX_SOCKETS_PER_LOGIN and CHAT_MAX_LOGINS_PER_USER to match): every
+user's first socket announces `joined` to the whole lobby, so K distinct
+names would cost K² frames to open. A socketio socket connects as its own
+user and joins a room of its own (the peer announces every join to the
+whole room).
 
 Both servers ping every socket every 25 s (chatfleet: CHAT_PING_INTERVAL's
 default, one timer per process; python-socketio: its default), and
