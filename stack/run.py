@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stack.haproxy_stats import server_states, wait_server_states
-from stack.limits import raise_nofile
+from stack.limits import limit_note, raise_nofile
 from stack.render import prepare
 from stack.settings import PROJECT, StackSettings
 
@@ -43,6 +43,7 @@ class Stack:
         self.wrapper = list(wrapper)
         self.process: subprocess.Popen[bytes] | None = None
         self.env: dict[str, str] = {}
+        self.nofile = 0  # the fd limit its processes inherit, once started
 
     @property
     def url(self) -> str:
@@ -51,7 +52,7 @@ class Stack:
     def start(self) -> None:
         self.env = {**prepare(self.settings), **self.extra_env}
         supervisord = Path(sys.executable).parent / "supervisord"
-        raise_nofile()  # supervisord and everything under it inherit the limit
+        self.nofile = raise_nofile()  # supervisord and everything under it inherit the limit
         self.process = subprocess.Popen(
             [*self.wrapper, str(supervisord), "-c", str(PROJECT / "supervisord.conf")],
             env=self.env,
@@ -152,6 +153,8 @@ def main() -> None:
         if settings.starts_haproxy:
             print(f"chatfleet is up: {stack.url}  ({settings.instances} instances; Ctrl-C stops)",
                   flush=True)
+            if note := limit_note(stack.nofile):
+                print(f"chatfleet: {note}", flush=True)
         else:  # one host of several: the front door runs elsewhere
             print(f"chatfleet host is up: {' '.join(stack.instance_urls())}  (Ctrl-C stops)",
                   flush=True)
