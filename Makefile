@@ -11,7 +11,7 @@ RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-ser
 # The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`.
 TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools
 
-.PHONY: run test lint failover bench scaling idle storm micro hostile logins node-peer smallrooms dms system-run system-test clean
+.PHONY: run test lint failover bench scaling idle idle100k storm micro hostile logins node-peer smallrooms dms system-run system-test clean
 
 run: system-run $(STAMP)
 	$(PY) -m stack.run
@@ -42,6 +42,11 @@ scaling: system-run $(STAMP)
 # Memory and CPU of 10,000 idle logged-in WebSockets (issue: benchmarks).
 idle: system-run $(STAMP)
 	$(PY) -m bench.idle
+
+# 100,000 idle logged-in WebSockets through HAProxy on one box, and a fan-out to
+# a 1,000-member room among them (issue 18); about 15 minutes.
+idle100k: system-run $(STAMP)
+	$(PY) -m bench.crowd
 
 # 2,000 clients lose their instance to kill -9: resume times, loss (issue: benchmarks).
 storm: system-run $(STAMP)
