@@ -8,10 +8,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 RUN_PACKAGES := python3=python3 python3-venv=python3-venv redis-server=redis-server haproxy=haproxy
-# The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`.
-TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools
+# The multi-host and cluster tests: `ip netns` + veth (iproute2), `redis-cli --cluster create`;
+# the HTTPS tests make throwaway certificates with `openssl`; the ops tests run a
+# real Prometheus and promtool, and the Redis exporter (docs/ops/).
+TEST_PACKAGES := $(RUN_PACKAGES) chromium=chromium ip=iproute2 redis-cli=redis-tools openssl=openssl \
+	promtool=prometheus prometheus-redis-exporter=prometheus-redis-exporter
 
-.PHONY: run test lint failover bench scaling idle idle100k storm micro hostile logins node-peer smallrooms dms system-run system-test clean
+.PHONY: run test lint reload status backup restore failover bench scaling idle idle100k storm micro hostile logins node-peer smallrooms dms system-run system-test clean
 
 run: system-run $(STAMP)
 	$(PY) -m stack.run
@@ -24,6 +27,28 @@ test: system-test $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# HAProxy re-reads haproxy.cfg and its certificate (CHAT_TLS_CERT renewed in place)
+# without dropping a connection (README: HTTPS). Run with `make run`'s environment.
+reload: $(STAMP)
+	$(PY) -m stack.reload
+
+# Each instance's readiness (/healthz), HAProxy's view of it and its sockets,
+# and Redis's PING, without supervisorctl; exits 1 unless all is well.
+status: $(STAMP)
+	@$(PY) -m stack.status
+
+# A consistent copy of the Redis data (an RDB snapshot) into $CHAT_BACKUP_DIR or
+# var/backups/<UTC time>/, taken while the chat runs (README: Backups and restore).
+backup: system-run $(STAMP)
+	@stack/ensure-packages.sh redis-cli=redis-tools
+	$(PY) -m stack.backup
+
+# Bring a backup back into the stopped stack: make restore FROM=var/backups/<time>
+# (FORCE=1: even though the chat runs; a live target is flushed first).
+restore: system-run $(STAMP)
+	@test -n "$(FROM)" || { echo "usage: make restore FROM=var/backups/<time> [FORCE=1]" >&2; exit 2; }
+	$(PY) -m stack.restore $(if $(FORCE),--force) "$(FROM)"
 
 # The default failover drill (issue: survive losing a process).
 failover: system-run $(STAMP)

@@ -21,6 +21,7 @@ from tornado.netutil import bind_unix_socket
 from tornado.options import OptionParser
 
 import internals
+import logs
 from accounts import AUTH_MODES, KdfParams
 from accounts.throttle import SIGNUPS_PER_ADDRESS_HOUR
 from handlers import ROUTES
@@ -146,6 +147,10 @@ def define_options(env: Mapping[str, str]) -> OptionParser:
            help="new accounts per client address per hour, over all instances (0: no limit)")
     define("admins", default=env.get("CHAT_ADMINS", ""),
            help="comma-separated users who may do anything a room's owner may, in every room")
+    define("log_format", default=env.get("CHAT_LOG_FORMAT", "text"),
+           help="text: one human-readable line per event; json: one JSON object per line")
+    define("log_level", default=env.get("CHAT_LOG_LEVEL", "info"),
+           help="debug, info (the access log), warning or error")
     define("trusted_proxies", default=env.get("CHAT_TRUSTED_PROXIES", ""),
            help="comma-separated addresses (a front door over TCP) whose X-Forwarded-For and "
                 "X-Forwarded-Proto are believed; the Unix socket's peer always is")
@@ -207,9 +212,12 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
         return
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    # Method and path only: never the query, a header or a body (README: Security).
+    method, path = handler.request.method, handler.request.path
+    ms = round(1000.0 * handler.request.request_time(), 1)
     logging.getLogger("tornado.access").log(
-        level, "%d %s %s %.1fms", status, handler.request.method, handler.request.path,
-        1000.0 * handler.request.request_time(),
+        level, "%d %s %s %.1fms", status, method, path, ms,
+        extra={"status": status, "method": method, "path": path, "ms": ms},
     )
 
 
@@ -261,6 +269,10 @@ async def main(argv: list[str], env: Mapping[str, str]) -> None:
         sys.exit("chat_server: no cookie secret: set CHAT_COOKIE_SECRET or --cookie-secret-file")
     port = options.port_base + options.instance_number if options.port_base else options.port
     config = config_from(options, f"{socket.gethostname()}:{port}", secret)
+    try:
+        logs.configure(options.log_format, level=options.log_level, instance=config.instance)
+    except ValueError as error:
+        sys.exit(f"chat_server: {error}")
     process = ChatProcess(config, open_topology(config.redis))
     app = make_app(process, options.max_frame_bytes)
     tune_gc()

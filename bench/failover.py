@@ -5,6 +5,7 @@
     python -m bench.failover --url http://127.0.0.1:8000 --var var   # a stack `make run` started
     python -m bench.failover --private-rooms 0   # without private rooms
     python -m bench.failover --lose-data         # Redis comes back empty: resets expected
+    python -m bench.failover --rolling           # an upgrade: each instance restarted in turn
 
 It starts its own stack (supervisord, Redis with AOF, N instances, HAProxy) on
 free ports in a temporary folder, logs K scripted users in through HAProxy
@@ -15,6 +16,12 @@ kills instances with SIGKILL one after another, restarts one gracefully
 lets every outbox drain, reads each room's Redis stream and compares it with
 what every client received (bench.tally). Exit status 0 only when nothing
 was lost, repeated, reordered or left unacknowledged.
+
+`--rolling` is an upgrade instead of chaos: `supervisorctl restart` of one
+instance at a time (SIGTERM: drain, close 1012; then the new process), the
+next once HAProxy has the last UP again, round and round while the clients
+chat; no kill -9, Redis untouched. Every check below holds as for the chaos,
+and every instance must have been restarted at least once.
 
 Private rooms (bench.private): client 0 owns a few, some clients are members
 and talk there too, some outsiders keep trying to get in, and during the chaos
@@ -120,17 +127,19 @@ async def _chaos_loop(
     log: Log,
     lose_data: bool = False,
     on_fault: Callable[[], None] | None = None,
+    rolling: bool = False,
 ) -> list[ChaosAction]:
     """Until sending stops: wait, do one fault, wait until it is healed, repeat.
 
     The faults cycle through the instances with kill -9; the second one is a
     graceful restart instead, and the first after half time restarts Redis.
+    `rolling`: every fault is a graceful restart, of each instance in turn.
     `on_fault` is called as each fault begins, and again (from the fault's
     thread) while Redis is down during its restart.
     """
     actions: list[ChaosAction] = []
     target = 1
-    graceful_due, redis_due = graceful_restart, redis_restart
+    graceful_due, redis_due = graceful_restart and not rolling, redis_restart and not rolling
     for index in range(MAX_CHAOS_ACTIONS):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(sending_over.wait(), kill_interval)
@@ -145,7 +154,7 @@ async def _chaos_loop(
                                      _from_thread(on_fault) if on_fault else None)
         else:
             n, target = target, target % instances + 1
-            if graceful_due and index >= 1:
+            if rolling or (graceful_due and index >= 1):
                 graceful_due = False
                 kind, call = GRACEFUL, functools.partial(chaos.graceful_restart, n, at)
             else:
@@ -162,6 +171,15 @@ async def _chaos_loop(
     if redis_due:
         log("note: no Redis restart happened (drill too short for the interval)")
     return actions
+
+
+def _rolling_failures(actions: list[ChaosAction], instances: int) -> list[str]:
+    """A rolling restart proves something only once every instance went through it."""
+    done = {a.target for a in actions if a.kind == GRACEFUL and a.ok}
+    if len(done) < instances:
+        return [f"rolling: only {len(done)} of {instances} instances were restarted "
+                "(drill too short for the interval)"]
+    return []
 
 
 def _from_thread(call: Callable[[], None]) -> Callable[[], None]:
@@ -287,12 +305,14 @@ async def drill(
     changes: bool = True,
     lose_data: bool = False,
     key_prefix: str = "",
+    rolling: bool = False,
     log: Log = _stderr,
 ) -> DrillResult:
     """Run the drill against a running `stack`; the caller starts and stops it.
 
     `changes`: editors edit and delete during the chaos (bench.lifecycle);
-    `lose_data`: the Redis restart loses every file (no private rooms then)."""
+    `lose_data`: the Redis restart loses every file (no private rooms then);
+    `rolling`: a rolling restart (each instance in turn, gracefully) instead."""
     if lose_data:
         private_rooms = 0
     run_id = secrets.token_hex(3)
@@ -347,6 +367,7 @@ async def drill(
             kill_interval=kill_interval, redis_restart=redis_restart,
             graceful_restart=graceful_restart, t0=t0, sending_over=sending_over, log=log,
             lose_data=lose_data, on_fault=changer.burst if changer is not None else None,
+            rolling=rolling,
         ))
         if plan is not None:
             script_task = asyncio.create_task(
@@ -358,6 +379,8 @@ async def drill(
         try:
             result.actions = await asyncio.wait_for(asyncio.shield(chaos_task),
                                                     CHAOS_WRAPUP_SECONDS)
+            if rolling:
+                result.failures += _rolling_failures(result.actions, stack.settings.instances)
         except TimeoutError:
             result.failures.append("chaos: the last fault did not finish in time")
         if script_task is not None:
@@ -462,6 +485,7 @@ def run_drill(
     redis_url: str | None = None,
     key_prefix: str = "",
     keep: bool = False,
+    rolling: bool = False,
     log: Log = _stderr,
 ) -> DrillResult:
     """Run one drill and return its result.
@@ -476,6 +500,8 @@ def run_drill(
         raise ValueError("need clients >= 1, instances >= 2, seconds > 0, rate > 0, rooms >= 0")
     if not 0 <= private_rooms <= MAX_PRIVATE_ROOMS:
         raise ValueError(f"need 0 <= private rooms <= {MAX_PRIVATE_ROOMS}")
+    if rolling and lose_data:
+        raise ValueError("--rolling restarts instances only: it cannot lose Redis's data")
     if lose_data and url is not None:
         raise ValueError("--lose-data removes Redis's files: only on the drill's own stack")
     own = url is None
@@ -501,7 +527,8 @@ def run_drill(
             stack, redis_url, clients=clients, seconds=seconds, rate=rate, rooms=rooms,
             kill_interval=kill_interval, redis_restart=redis_restart,
             graceful_restart=graceful_restart, private_rooms=private_rooms,
-            changes=changes, lose_data=lose_data, key_prefix=key_prefix, log=log,
+            changes=changes, lose_data=lose_data, key_prefix=key_prefix, rolling=rolling,
+            log=log,
         ))
         result.var = str(folder)
     finally:
@@ -556,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lose-data", action="store_true",
                         help="restart Redis without its files (no private rooms then): "
                              "every client that had a room's epoch must get reset lost")
+    parser.add_argument("--rolling", action="store_true",
+                        help="an upgrade instead of chaos: supervisorctl restart of each "
+                             "instance in turn, round and round, while the clients chat")
     parser.add_argument("--kill-interval", type=float, default=DEFAULT_KILL_INTERVAL,
                         help="seconds between a fault being healed and the next "
                              f"(default {DEFAULT_KILL_INTERVAL:g})")
@@ -582,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
             private_rooms=args.private_rooms, changes=not args.no_changes,
             lose_data=args.lose_data, url=args.url, var=args.var,
             redis_url=args.redis_url, key_prefix=args.key_prefix, keep=args.keep,
+            rolling=args.rolling,
         )
     except (RuntimeError, TimeoutError, ValueError, OSError) as error:
         print(f"failover drill could not run: {error}", file=sys.stderr)

@@ -34,23 +34,23 @@ def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
 
 
-def haproxy_pid(target: Target) -> int:
-    """The pid of the HAProxy in front of `target` (0 if it has none running)."""
+def haproxy_pids(target: Target) -> list[int]:
+    """The HAProxy processes in front of `target` (none if it has none running):
+    chatfleet's master and the worker that carries the traffic (supervisord.conf)."""
     if isinstance(target, ChatfleetTarget):
-        out = target.stack.ctl("pid", "haproxy").strip()
-        return int(out) if out.isdigit() else 0
+        return target.stack.haproxy_pids()
     if isinstance(target, SocketioTarget) and target.haproxy is not None:
-        return target.haproxy.pid
-    return 0
+        return [target.haproxy.pid]
+    return []
 
 
 def roles(target: Target) -> dict[str, list[int]]:
-    """The target's processes by role: {"app": [...], "haproxy": [pid], "redis": [pid]}.
+    """The target's processes by role: {"app": [...], "haproxy": [...], "redis": [pid]}.
 
     "app" is the chat processes: chatfleet's instances, or the socketio peers.
     """
     return {"app": [p for p in target.instance_pids() if p],
-            "haproxy": [haproxy_pid(target)], "redis": [target.redis.pid]}
+            "haproxy": haproxy_pids(target), "redis": [target.redis.pid]}
 
 
 @contextlib.contextmanager

@@ -30,11 +30,15 @@ class SocketClosed(Exception):
 class HttpSession:
     """One browser's worth of cookies against one base URL."""
 
-    def __init__(self, base_url: str, source_address: str | None = None) -> None:
+    def __init__(self, base_url: str, source_address: str | None = None,
+                 ca_certs: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         # The local address to connect from (any of 127/8 on loopback): a client
         # address of its own, e.g. for the login throttle.
         self.source_address = source_address
+        # For an https:// base_url: the CA file to verify the server by (None: the
+        # system's), for this session's requests and sockets.
+        self.ca_certs = ca_certs
         self.cookies: dict[str, str] = {}
         self.client = AsyncHTTPClient(force_instance=True)
 
@@ -71,7 +75,7 @@ class HttpSession:
         req = HTTPRequest(
             self.base_url + path, method=method, headers=all_headers, body=body,
             follow_redirects=False, request_timeout=timeout,
-            network_interface=self.source_address,
+            network_interface=self.source_address, ca_certs=self.ca_certs,
         )
         try:
             response = await self.client.fetch(req, raise_error=False)
@@ -126,10 +130,11 @@ class ChatSocket:
         origin: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> ChatSocket:
-        url = http.base_url.replace("http://", "ws://", 1) + path
+        url = "ws" + http.base_url.removeprefix("http") + path  # http: -> ws:, https: -> wss:
         headers = {"Cookie": http.cookie_header()}
         headers["Origin"] = origin if origin is not None else http.base_url
-        req = HTTPRequest(url, headers=headers, request_timeout=timeout, connect_timeout=timeout)
+        req = HTTPRequest(url, headers=headers, request_timeout=timeout, connect_timeout=timeout,
+                          ca_certs=http.ca_certs)
         conn = await websocket_connect(req)
         return cls(conn)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,16 @@ class BaseHandler(SessionMixin, tornado.web.RequestHandler):
 
     async def prepare(self) -> None:
         await self.load_session()
+
+    def set_cookie(self, name: str, value: str | bytes, domain: str | None = None,
+                   expires: float | tuple[int, ...] | datetime.datetime | None = None,
+                   path: str = "/", expires_days: float | None = None, *,
+                   secure: bool = False, **kwargs: Any) -> None:
+        """Every cookie (the session's, Tornado's `_xsrf`) is `Secure` when the request
+        came over HTTPS, as the front door reports it (handlers/edge.py): a browser
+        then never sends it over plain HTTP, where anyone on the way could read it."""
+        super().set_cookie(name, value, domain, expires, path, expires_days,
+                           secure=secure or self.request.protocol == "https", **kwargs)
 
     @property
     def process(self) -> ChatProcess:

@@ -34,6 +34,7 @@ from handlers.frames import (
     parse_frame,
 )
 from handlers.limits import SocketLimits
+from handlers.outcomes import ERRORS_SENT, NO_CLOSE_FRAME, count_close
 from internals.handshake import forget_handshake
 from internals.wire import WireFrames, write_now
 from pubsub import ChatBus, Refused, frame
@@ -103,7 +104,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # and open_kwargs take slots too: with them the dict had 31 keys.
     __slots__ = ("user", "login_id", "wire", "last_typing", "history_tokens", "history_at",
                  "unsent_cid", "unsent_until", "active", "answered", "unanswered", "held",
-                 "open_args", "open_kwargs")
+                 "closed_with", "open_args", "open_kwargs")
 
     user: str
     login_id: str
@@ -128,6 +129,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # ping, and how many pings in a row went unanswered.
     answered: bool
     unanswered: int
+    # The close code this server closed the socket with, if it closed first (metrics).
+    closed_with: int
 
     def set_default_headers(self) -> None:
         set_security_headers(self)
@@ -427,8 +430,9 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             await self._publish(chat, now)
         finally:
             held, self.held = self.held, None
-            for data in held or ():
-                self._write_wire(data)
+            if held:
+                # The ack and what waited for it (often the sender's own copy): one send.
+                self._write_wire(b"".join(held))
 
     async def _publish(self, chat: Chat, now: float) -> None:
         """Store and publish `chat`; `ack` it, or raise the refusal."""
@@ -453,7 +457,11 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
                 self.close(CLOSE_POLICY, "too many messages")
             raise FrameError("rate_limited", "too many messages; slow down and resend")
         if chat.cid:
-            self._write_wire(self.wire.frame(frame("ack", cid=chat.cid, id=published.id)))
+            ack = self.wire.frame(frame("ack", cid=chat.cid, id=published.id))
+            if self.held is not None:
+                self.held.insert(0, ack)
+            else:
+                self._write_wire(ack)
 
     async def _session_alive(self) -> bool:
         """Check the login behind this socket still has a session; end the socket if not."""
@@ -466,6 +474,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         """An `error` frame; (ext) with the refused frame's `type`, `room` and `cid`
         when it could be read, so a client knows which of its frames it answers."""
         FRAMES_REFUSED.inc()
+        ERRORS_SENT.labels(code).inc()
         context: dict[str, str] = {}
         if about is not None:
             context["of"] = FRAME_TYPES.get(type(about), "")
@@ -507,6 +516,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             # A slow consumer: drop the connection (no close frame fits in a
             # full buffer). The client resumes from history when it returns.
             SLOW_CONSUMERS.inc()
+            self.closed_with = NO_CLOSE_FRAME
             stream.close()
 
     def busy(self) -> bool:
@@ -528,6 +538,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             return False
         except TimeoutError:
             SLOW_CONSUMERS.inc()
+            self.closed_with = NO_CLOSE_FRAME
             stream.close()
             return False
         return not stream.closed()
@@ -542,6 +553,13 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     def close_draining(self) -> None:
         self.close(CLOSE_DRAINING, "instance draining")
 
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        conn = self.ws_connection
+        if code and conn is not None and not conn.is_closing():
+            self.closed_with = code
+        super().close(code, reason)
+
     def on_close(self) -> None:
+        count_close(getattr(self, "closed_with", 0), self.close_code)
         # Symmetric with open: unregister, and leave its rooms in the background.
         self.process.sockets.remove(self, lambda: self.bus.detach(self))

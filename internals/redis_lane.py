@@ -28,13 +28,36 @@ from typing import Any
 import hiredis
 from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-# Bytes asked of the socket per read; replies of many calls arrive in one.
+# Bytes asked of the socket per read; replies of many calls (or many pub/sub
+# messages) arrive in one.
 READ_CHUNK = 256 * 1024
+
+
+def pack(*parts: Any) -> bytes:
+    """One command in Redis's wire format."""
+    packed: bytes = hiredis.pack_command(parts)
+    return packed
+
+
+async def open_raw(
+    pool: ConnectionPool,
+) -> tuple[AbstractConnection, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection made and greeted by redis-py, to be read and written raw.
+
+    Keep the connection object as long as its streams: redis-py closes the
+    socket when it is collected.
+    """
+    connection = pool.make_connection()  # type: ignore[no-untyped-call]
+    await connection.connect()
+    reader, writer = connection._reader, connection._writer
+    if reader is None or writer is None:
+        raise RedisConnectionError("connection closed while opening")
+    return connection, reader, writer
 
 
 class _Wire:
@@ -97,7 +120,7 @@ class RedisLane:
         future: asyncio.Future[Any] = loop.create_future()
         if not wire.outbox:
             loop.call_soon(self._flush, wire)
-        wire.outbox.append(hiredis.pack_command(args))
+        wire.outbox.append(pack(*args))
         wire.waiting.append((future, loop.time()))
         if self._watchdog is None:
             self._watchdog = loop.call_later(self._timeout, self._check_late)
@@ -122,11 +145,7 @@ class RedisLane:
         async with self._connecting:
             if self._wire is not None and self._wire.failed is None:
                 return self._wire
-            connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-            await connection.connect()
-            reader, writer = connection._reader, connection._writer
-            if reader is None or writer is None:
-                raise RedisConnectionError("connection closed while opening")
+            connection, reader, writer = await open_raw(self._pool)
             wire = _Wire(connection, reader, writer)
             wire.task = asyncio.create_task(self._read(wire), name="redis-lane")
             self._wire = wire

@@ -1,4 +1,4 @@
-"""Process-wide counters and gauges for `/metrics`, kept by prometheus_client.
+"""Process-wide counters, gauges and histograms for `/metrics`, kept by prometheus_client.
 
 Every module that counts something declares its metric here once, by name, at
 import time; `render()` gives the Prometheus text exposition of them all.
@@ -18,7 +18,7 @@ nothing here reads them, and they would double the names on the page.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest
@@ -76,6 +76,33 @@ def gauge(name: str, help_text: str, read: Callable[[], float]) -> None:
     """
     made = prometheus_client.Gauge(name, help_text, registry=_REGISTRY)
     made.set_function(read)
+
+
+def labelled_counter(name: str, help_text: str, labels: Sequence[str],
+                     known: Sequence[Sequence[str]] = ()) -> prometheus_client.Counter:
+    """A counter with one series per value of `labels` (e.g. an error `code`).
+
+    Every label value must come from a small set the process chooses, never
+    from a client, or the page grows without bound. The series of `known`
+    values start at 0, so a rate over them exists before the first one counts.
+    """
+    if not name.endswith(COUNTER_SUFFIX):
+        raise ValueError(f"counter {name!r} must end in {COUNTER_SUFFIX!r}")
+    made = prometheus_client.Counter(name, help_text, labels, registry=_REGISTRY)
+    for values in known:
+        made.labels(*values)
+    return made
+
+
+def histogram(name: str, help_text: str, buckets: Sequence[float]) -> prometheus_client.Histogram:
+    """A histogram of seconds (`name` ends in `_seconds`): where a mean hides the tail.
+
+    One observe costs about a microsecond (a scan of the buckets), so it is
+    taken per message or per request, never per delivery to a socket.
+    """
+    if not name.endswith("_seconds"):
+        raise ValueError(f"histogram {name!r} must end in '_seconds'")
+    return prometheus_client.Histogram(name, help_text, buckets=buckets, registry=_REGISTRY)
 
 
 def render() -> str:

@@ -10,12 +10,14 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from time import perf_counter
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 import metrics
+from metrics.latency import FANOUT_SECONDS, JOIN_REPLAY_SECONDS, PUBLISH_SECONDS
 from pubsub.admission import Admission, Allowance, Refused
 from pubsub.changes import Change, Changes
 from pubsub.codec import ZERO_ID, StreamId, as_str, frame, pack, unpack
@@ -194,6 +196,7 @@ class ChatBus:
         the member's user heard after it ends the join with Refused(forbidden),
         even if it came while the history was being sent.
         """
+        started = perf_counter()
         key = (room, member.user)
         since = self.now() if since is None else since
         first_of_user = False
@@ -248,6 +251,7 @@ class ChatBus:
         # The room's epoch (a resume sends it back); (ext) its owner and the
         # joiner's own role, so a client offers only the actions it may take.
         mine = "admin" if admin else "owner" if owner == member.user else role or "member"
+        JOIN_REPLAY_SECONDS.observe(perf_counter() - started)
         member.send_frame(frame("presence", room=room, users=users, epoch=epoch_now or "",
                                 owner=owner, role=mine))
 
@@ -371,7 +375,9 @@ class ChatBus:
         self, room: str, user: str, text: str, cid: str = "", login: str = "",
         admin: bool = False,
     ) -> Published:
+        started = perf_counter()
         published = await self.publisher.publish(room, user, text, cid, login, admin)
+        PUBLISH_SECONDS.observe(perf_counter() - started)
         if published.id and not published.duplicate:
             PUBLISHES.inc()
         return published
@@ -400,7 +406,9 @@ class ChatBus:
             return
         if payload.get("t") in STORED_KINDS and self.repairs.hold(room, payload):
             return
+        started = perf_counter()
         self.fanout.deliver(room, payload)
+        FANOUT_SECONDS.observe(perf_counter() - started)
 
     def _on_control(self, payload: dict[str, object]) -> None:
         kind = payload.get("t")

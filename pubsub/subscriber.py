@@ -4,8 +4,12 @@ Redis pub/sub is at-most-once: whatever is published while the connection is
 down is gone. So every confirmed (re)subscription of a room channel is
 reported, before any later message of that channel is handed on, and the bus
 repairs the room from its stream while live delivery goes on
-(pubsub/repair.py). This holds however the connection came back, whether we
-rebuilt it or redis-py reconnected it and resubscribed on its own.
+(pubsub/repair.py). Only this module (re)subscribes, on every new connection.
+
+The connection is made by redis-py and then read here directly: whatever
+arrived is parsed by hiredis in one go and handed on message by message,
+with no per-message timeout scope or reply dict (internals/redis_lane.py
+has the same for the publish path).
 
 A connection can also be up but deaf. Every CANARY_INTERVAL_SECONDS the
 process publishes to its own canary channel; if nothing arrives for
@@ -19,11 +23,14 @@ import logging
 import time
 from collections.abc import Callable
 
+import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 
 import metrics
+from internals.redis_lane import READ_CHUNK, open_raw, pack
 from pubsub.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -31,8 +38,6 @@ log = logging.getLogger(__name__)
 # A join waits this long for Redis to confirm a new subscription before the
 # client is told `unavailable`.
 SUBSCRIBE_TIMEOUT_SECONDS = 5.0
-# How long the reader blocks on the socket before looking at the canary.
-READ_POLL_SECONDS = 1.0
 CANARY_INTERVAL_SECONDS = 2.0
 # Three missed canaries: the connection is deaf, rebuild it.
 CANARY_DEADLINE_SECONDS = 3 * CANARY_INTERVAL_SECONDS
@@ -96,7 +101,11 @@ class Subscriber:
         self.confirmed: set[bytes] = set()
         self.connected = False
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._pubsub: PubSub | None = None
+        # The live connection (kept: redis-py closes a collected one's socket).
+        self._connection: AbstractConnection | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._deaf = False
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_canary = time.monotonic()
@@ -122,7 +131,7 @@ class Subscriber:
             for task in stuck:
                 log.error("subscriber task %s did not stop in time", task.get_name())
         try:
-            await asyncio.wait_for(self._close_pubsub(), max(0.01, deadline - loop.time()))
+            await asyncio.wait_for(self._close(), max(0.01, deadline - loop.time()))
         except TimeoutError:
             log.error("subscriber connection did not close in time")
 
@@ -147,19 +156,17 @@ class Subscriber:
         """Stop wanting `channel` without telling the node (its slot lives elsewhere now)."""
         self.wanted.discard(channel)
         self.confirmed.discard(channel)
-        if self._pubsub is not None:
-            self._pubsub.shard_channels.pop(channel, None)  # not resubscribed on reconnect
 
     async def _send(self, command: str, name: bytes) -> None:
         """(Un)subscribe on the live connection; if there is none, the reader will."""
         if self.sharded:
             command = "s" + command
         async with self._lock:
-            if not self.connected or self._pubsub is None:
+            if not self.connected or self._writer is None:
                 return
             try:
-                await getattr(self._pubsub, command)(name)
-            except (RedisError, OSError):
+                self._writer.write(pack(command.upper(), name))
+            except (OSError, RuntimeError):
                 REDIS_ERRORS.inc()  # the reader rebuilds and subscribes every wanted channel
 
     async def _run(self) -> None:
@@ -172,10 +179,11 @@ class Subscriber:
             except asyncio.CancelledError:
                 raise
             except DeafConnection:
+                self._deaf = False
                 DEAF.inc()
                 log.error("subscriber connection is deaf (no canary for %.0fs): rebuilding",
                           CANARY_DEADLINE_SECONDS)
-            except (RedisError, OSError) as error:
+            except (RedisError, OSError, hiredis.ProtocolError) as error:
                 REDIS_ERRORS.inc()
                 log.warning("subscriber connection lost (%s): reconnecting", type(error).__name__)
             except Exception:
@@ -184,48 +192,54 @@ class Subscriber:
                 log.exception("subscriber failed: rebuilding")
             self.connected = False
             self.confirmed.clear()
-            await self._close_pubsub()
+            await self._close()
             RECONNECTS.inc()
             if self.on_lost is not None:
                 self.on_lost()
             await backoff.wait()
 
     async def _connect(self) -> None:
-        # One command at a time on the connection: redis-py's PubSub makes its
-        # connection on first use, and two first uses at once would make two.
         async with self._lock:
-            self._pubsub = self.redis.pubsub()
+            self._connection, self._reader, self._writer = await open_raw(
+                self.redis.connection_pool)
+            # One SSUBSCRIBE per channel: a call may only name channels of one slot.
+            # A copy: joins and leaves change `wanted` during these awaits.
             if self.sharded:
-                await self._pubsub.subscribe(*self.standing)
-                # One SSUBSCRIBE per channel: a call may only name channels of one slot.
-                # A copy: joins and leaves change `wanted` during these awaits.
-                for name in list(self.wanted):
-                    await self._pubsub.ssubscribe(name)
+                orders = [pack("SUBSCRIBE", *self.standing)] + [pack("SSUBSCRIBE", name)
+                                                                for name in list(self.wanted)]
             else:
-                await self._pubsub.subscribe(*self.wanted)
+                orders = [pack("SUBSCRIBE", *self.wanted)]
+            self._writer.write(b"".join(orders))
             self.connected = True
             self._last_canary = time.monotonic()
 
     async def _read_forever(self) -> None:
-        assert self._pubsub is not None
+        reader = self._reader
+        assert reader is not None
+        parser = hiredis.Reader()
         while True:
-            message = await self._pubsub.get_message(timeout=READ_POLL_SECONDS)
-            if message is not None:
-                await self._handle(message)
-            if time.monotonic() - self._last_canary > CANARY_DEADLINE_SECONDS:
+            data = await reader.read(READ_CHUNK)
+            if self._deaf:
                 raise DeafConnection()
+            if not data:
+                raise RedisConnectionError("Redis closed the subscriber connection")
+            parser.feed(data)
+            while (reply := parser.gets()) is not False:
+                self._handle(reply)
 
-    async def _handle(self, message: dict[str, object]) -> None:
-        kind = message["type"]
-        channel = message["channel"]
-        assert isinstance(channel, bytes)
-        if kind in ("message", "smessage"):
-            data = message["data"]
+    def _handle(self, reply: object) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            raise ResponseError(str(reply))  # e.g. MOVED for a shard channel: rebuild
+        if not isinstance(reply, list) or len(reply) < 3:
+            return  # a pong
+        kind, channel = reply[0], reply[1]
+        if kind in (b"message", b"smessage"):
+            data = reply[2]
             if channel == self.canary:
                 self._last_canary = time.monotonic()
             elif isinstance(data, bytes):
                 self.on_message(channel, data)
-        elif kind in ("subscribe", "ssubscribe"):
+        elif kind in (b"subscribe", b"ssubscribe"):
             if channel in self.wanted and channel not in self.standing:
                 # Anything published before this confirmation may be missing
                 # here: the bus repairs it from the stream (pubsub/repair.py).
@@ -235,18 +249,24 @@ class Subscriber:
             for waiter in self._waiters.pop(channel, []):
                 if not waiter.done():
                     waiter.set_result(None)
-        elif kind == "sunsubscribe" and channel in self.wanted and self.on_moved is not None:
+        elif kind == b"sunsubscribe" and channel in self.wanted and self.on_moved is not None:
             # Not asked for: the node gave the channel's slot away (resharding,
             # or it became a replica). Whoever owns it now takes it over.
             self.forget(channel)
             self.on_moved(channel)
-        elif kind in ("unsubscribe", "sunsubscribe") and channel not in self.wanted:
+        elif kind in (b"unsubscribe", b"sunsubscribe") and channel not in self.wanted:
             self.confirmed.discard(channel)
 
     async def _send_canaries(self) -> None:
         while True:
             await asyncio.sleep(CANARY_INTERVAL_SECONDS)
             if not self.connected:
+                continue
+            if time.monotonic() - self._last_canary > CANARY_DEADLINE_SECONDS:
+                # Deaf: end the connection under the reader, which rebuilds it.
+                self._deaf = True
+                if self._writer is not None:
+                    self._writer.transport.abort()
                 continue
             try:
                 await self.redis.publish(self.canary.decode(), b"")
@@ -256,10 +276,12 @@ class Subscriber:
                 # not let the missing canary also count as deafness.
                 self._last_canary = time.monotonic()
 
-    async def _close_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
+    async def _close(self) -> None:
+        writer, self._writer, self._reader, self._connection = (
+            self._writer, None, None, None)
+        if writer is not None:
+            writer.close()
             try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except (RedisError, OSError):
+                await writer.wait_closed()
+            except (OSError, RuntimeError):
                 pass

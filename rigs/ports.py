@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 from stack.settings import EdgeLimits, StackSettings
+from stack.tls import FrontTls
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -45,7 +46,8 @@ def free_port_run(count: int, taken: set[int] | None = None) -> int:
     raise RuntimeError("no run of free ports")
 
 
-def settings_on_free_ports(instances: int, var: Path, auth: str = "open") -> StackSettings:
+def settings_on_free_ports(instances: int, var: Path, auth: str = "open",
+                           tls_cert: Path | None = None) -> StackSettings:
     """A whole stack (own Redis, N instances, HAProxy) on ports nobody uses now.
 
     Its front door has the per-address limits off: the tests and bench tools that
@@ -56,6 +58,9 @@ def settings_on_free_ports(instances: int, var: Path, auth: str = "open") -> Sta
     Open mode (a name is all a login takes) unless `auth="accounts"`: the chat
     tests and load tools log in thousands of names, not accounts; the account
     tests start stacks of their own in accounts mode.
+
+    With `tls_cert` (a PEM: certificate, chain, key) HAProxy also serves HTTPS, on
+    a free port of its own.
     """
     taken: set[int] = set()
     port_base = free_port_run(instances, taken)
@@ -68,4 +73,6 @@ def settings_on_free_ports(instances: int, var: Path, auth: str = "open") -> Sta
         var=var,
         edge=EdgeLimits.per_address_off(),
         auth=auth,
+        tls=FrontTls(tls_cert, free_port(taken)) if tls_cert else None,
+        haproxy_metrics_port=free_port(taken),
     )

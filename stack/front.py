@@ -19,7 +19,8 @@ from stack.haproxy_stats import server_states, wait_server_states
 from stack.limits import raise_nofile
 from stack.render import Server, fill_haproxy_template
 from stack.run import answers_ok
-from stack.settings import EdgeLimits
+from stack.settings import HAPROXY_METRICS_PORT, EdgeLimits
+from stack.tls import FrontTls
 
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -42,22 +43,34 @@ def parse_hosts(spec: str) -> list[Server]:
     return servers
 
 
+# Where the front door serves HAProxy's own /metrics unless told otherwise.
+DEFAULT_METRICS_BIND = f"127.0.0.1:{HAPROXY_METRICS_PORT}"
+
+
 def front_door_config(bind: str, servers: Sequence[Server], var: Path,
-                      limits: EdgeLimits | None = None) -> str:
-    """haproxy.cfg for a front door: the one-box template, a server line per host:port."""
-    return fill_haproxy_template(bind, servers, var, limits)
+                      limits: EdgeLimits | None = None, tls: FrontTls | None = None,
+                      metrics_bind: str = DEFAULT_METRICS_BIND) -> str:
+    """haproxy.cfg for a front door: the one-box template, a server line per host:port
+    (with `tls`, HTTPS on the same host as `bind`), HAProxy's exporter on
+    `metrics_bind` ("": none)."""
+    return fill_haproxy_template(bind, servers, var, limits, tls, metrics_bind)
 
 
 class FrontDoor:
     """One HAProxy process in front of chat processes on several hosts."""
 
     def __init__(self, bind: str, servers: Sequence[Server], var: Path,
-                 limits: EdgeLimits | None = None) -> None:
-        """`limits`: per-address and body limits (default: EdgeLimits(), the production ones)."""
+                 limits: EdgeLimits | None = None, tls: FrontTls | None = None,
+                 metrics_bind: str = "") -> None:
+        """`limits`: per-address and body limits (default: EdgeLimits(), the production ones).
+        `tls`: also serve HTTPS (plain HTTP then redirects there).
+        `metrics_bind`: where HAProxy serves its own /metrics (default: nowhere)."""
         self.bind = bind
         self.servers = list(servers)
         self.var = var
         self.limits = limits
+        self.tls = tls
+        self.metrics_bind = metrics_bind
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,7 +88,10 @@ class FrontDoor:
             raise RuntimeError("haproxy is not installed (make run installs it)")
         (self.var / "log").mkdir(parents=True, exist_ok=True)
         config = self.var / "haproxy.cfg"
-        config.write_text(front_door_config(self.bind, self.servers, self.var, self.limits))
+        if self.tls is not None:
+            self.tls.check()
+        config.write_text(front_door_config(self.bind, self.servers, self.var, self.limits,
+                                            self.tls, self.metrics_bind))
         raise_nofile()  # HAProxy sizes its maxconn from the limit it inherits
         with open(self.var / "log" / "haproxy.log", "ab") as log:
             self.process = subprocess.Popen(

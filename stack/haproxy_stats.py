@@ -15,8 +15,8 @@ STAT_HEADER_PREFIX = "# "
 COLUMNS = ("pxname", "svname", "status")  # the ones read here
 
 
-def server_states(stats_socket: Path) -> dict[str, str]:
-    """{"chat1": "UP", "chat2": "DOWN", ...} as HAProxy sees its chat servers now."""
+def read_show_stat(stats_socket: Path) -> str:
+    """HAProxy's `show stat` CSV, read over its stats socket."""
     with socket.socket(socket.AF_UNIX) as conn:
         conn.settimeout(STATS_TIMEOUT_SECONDS)
         conn.connect(str(stats_socket))
@@ -24,7 +24,12 @@ def server_states(stats_socket: Path) -> dict[str, str]:
         data = b""
         while chunk := conn.recv(65536):
             data += chunk
-    return parse_server_states(data.decode())
+    return data.decode()
+
+
+def server_states(stats_socket: Path) -> dict[str, str]:
+    """{"chat1": "UP", "chat2": "DOWN", ...} as HAProxy sees its chat servers now."""
+    return parse_server_states(read_show_stat(stats_socket))
 
 
 def parse_server_states(show_stat: str) -> dict[str, str]:
@@ -36,18 +41,25 @@ def parse_server_states(show_stat: str) -> dict[str, str]:
     closed the socket first) is no servers; output without that header raises
     ValueError.
     """
+    return {name: row["status"].split(" ")[0]
+            for name, row in parse_server_rows(show_stat).items()}
+
+
+def parse_server_rows(show_stat: str) -> dict[str, dict[str, str]]:
+    """Every column of each chat server's row in `show stat` output, by the header's
+    names ({"chat1": {"status": "UP", "scur": "3", ...}}); see parse_server_states."""
     lines = show_stat.splitlines()
     if not lines:
         return {}
     header = next(csv.reader([lines[0].removeprefix(STAT_HEADER_PREFIX)]))
     if not lines[0].startswith(STAT_HEADER_PREFIX) or not set(COLUMNS) <= set(header):
         raise ValueError(f"not HAProxy `show stat` output: {lines[0][:80]!r}")
-    states = {}
+    rows = {}
     for row in csv.DictReader(lines[1:], fieldnames=header):
         name = row["svname"]
         if row["pxname"] == BACKEND and name.startswith("chat"):
-            states[name] = row["status"].split(" ")[0]
-    return states
+            rows[name] = row
+    return rows
 
 
 def wait_server_states(stats_socket: Path, want: str, names: list[str], timeout: float) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from stack.settings import PROJECT, EdgeLimits, StackSettings
+from stack.tls import TLS_PLACEHOLDERS, FrontTls
 
 COOKIE_SECRET_BYTES = 32
 # A tunnel whose data the server has not acknowledged for this long is cut, so
@@ -58,28 +59,44 @@ def server_lines(servers: Sequence[Server]) -> str:
 
 
 def fill_haproxy_template(bind: str, servers: Sequence[Server], var: Path,
-                          limits: EdgeLimits | None = None) -> str:
-    """The project's haproxy.cfg with its front `bind`, its servers, its state folder
-    and its limits (default: EdgeLimits(), an internet-facing front door's).
+                          limits: EdgeLimits | None = None, tls: FrontTls | None = None,
+                          metrics_bind: str = "") -> str:
+    """The project's haproxy.cfg with its front `bind`, its servers, its state folder,
+    its limits (default: EdgeLimits(), an internet-facing front door's), with
+    `tls` HTTPS on the same host (plain HTTP then redirects to it), and HAProxy's
+    Prometheus exporter on `metrics_bind` (address:port).
 
-    A line that names a per-address limit which is 0 (off) is left out.
+    A line that names a per-address limit which is 0 (off) is left out, and so
+    is every TLS line without `tls`, and the exporter's whole section (up to
+    its blank line) without a `metrics_bind`.
     """
     limits = limits or EdgeLimits()
-    lines = (PROJECT / "haproxy.cfg").read_text().splitlines(keepends=True)
+    text = (PROJECT / "haproxy.cfg").read_text()
+    if not metrics_bind:
+        text = "\n\n".join(section for section in text.split("\n\n")
+                           if "{{metrics_bind}}" not in section)
+    lines = text.splitlines(keepends=True)
     per_address = {
         "max_conns_per_address": limits.max_conns_per_address,
         "max_new_conns_per_address": limits.max_new_conns_per_address,
         "max_logins_per_address": limits.max_logins_per_address,
     }
-    off = ["{{" + name + "}}" for name, value in per_address.items() if value <= 0]
-    template = "".join(line for line in lines if not any(name in line for name in off))
+    off = [name for name, value in per_address.items() if value <= 0]
+    if tls is None:
+        off += TLS_PLACEHOLDERS
+    marks = ["{{" + name + "}}" for name in off]
+    template = "".join(line for line in lines if not any(mark in line for mark in marks))
     filled = {
         "bind": bind,
+        "metrics_bind": metrics_bind,
         "servers": server_lines(servers),
         "var": str(var),
         "project": str(PROJECT),
         "max_body_bytes": str(limits.max_body_bytes),
+        # With HTTPS, plain HTTP only redirects: the stickiness cookie needs no plain HTTP.
+        "cookie_secure": " secure" if tls else "",
         **{name: str(value) for name, value in per_address.items()},
+        **(tls.template_values(bind) if tls else {}),
     }
     for name, value in filled.items():
         template = template.replace("{{" + name + "}}", value)
@@ -98,7 +115,9 @@ def local_servers(settings: StackSettings) -> list[Server]:
 
 def haproxy_config(settings: StackSettings) -> str:
     return fill_haproxy_template(
-        f"127.0.0.1:{settings.http_port}", local_servers(settings), settings.var, settings.edge
+        f"127.0.0.1:{settings.http_port}", local_servers(settings), settings.var, settings.edge,
+        settings.tls,
+        settings.haproxy_metrics_bind,
     )
 
 
@@ -108,7 +127,14 @@ def prepare(settings: StackSettings) -> dict[str, str]:
         (settings.var / sub).mkdir(parents=True, exist_ok=True)
     ensure_cookie_secret(settings.var)
     if settings.starts_haproxy:
+        if settings.tls:
+            settings.tls.check()
         (settings.var / "haproxy.cfg").write_text(haproxy_config(settings))
+    return supervisor_env(settings)
+
+
+def supervisor_env(settings: StackSettings) -> dict[str, str]:
+    """The environment supervisord.conf expands (supervisorctl needs it as well)."""
     env = dict(os.environ)
     env.update(
         CHAT_VAR=str(settings.var),

@@ -6,6 +6,7 @@ stack from the same supervisord.conf and haproxy.cfg.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -16,12 +17,15 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+import logs
 from stack.haproxy_stats import server_states, wait_server_states
 from stack.limits import limit_note, raise_nofile
-from stack.render import prepare
+from stack.render import prepare, supervisor_env
 from stack.settings import PROJECT, StackSettings
 
 READY_TIMEOUT_SECONDS = 60.0
+
+log = logging.getLogger("chatfleet.stack")
 
 
 class Stack:
@@ -45,9 +49,22 @@ class Stack:
         self.env: dict[str, str] = {}
         self.nofile = 0  # the fd limit its processes inherit, once started
 
+    @classmethod
+    def running(cls, settings: StackSettings) -> Stack:
+        """A stack some other process started with these settings, for `ctl` only."""
+        stack = cls(settings)
+        stack.env = supervisor_env(settings)
+        return stack
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.settings.http_port}"
+
+    @property
+    def https_url(self) -> str:
+        """HAProxy's HTTPS address; only with a certificate (settings.tls)."""
+        assert self.settings.tls is not None, "this stack has no certificate"
+        return f"https://127.0.0.1:{self.settings.tls.port}"
 
     def start(self) -> None:
         self.env = {**prepare(self.settings), **self.extra_env}
@@ -103,6 +120,28 @@ class Stack:
         )
         return done.stdout + done.stderr
 
+    def reload_haproxy(self) -> None:
+        """HAProxy re-reads haproxy.cfg and its certificate into a new worker; the old
+        worker keeps every connection it has (WebSockets too) until it closes."""
+        if self.settings.tls is not None:
+            self.settings.tls.check()  # a broken file would only fail in HAProxy's log
+        answer = self.ctl("signal", "USR2", "haproxy")
+        if "signalled" not in answer:
+            raise RuntimeError(f"HAProxy not reloaded: {answer.strip()}")
+
+    def haproxy_pids(self) -> list[int]:
+        """HAProxy's master, then its workers (two after a reload, while the old one
+        still holds connections); [] when it is not running."""
+        out = self.ctl("pid", "haproxy").strip()
+        if not out.isdigit() or int(out) == 0:
+            return []
+        master = int(out)
+        try:  # what the master forked: its workers
+            forked = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        except OSError:
+            forked = []
+        return [master, *map(int, forked)]
+
     def child_pids(self) -> list[int]:
         """The pids supervisord reports for its programs (0 for stopped ones is dropped)."""
         pids = []
@@ -144,25 +183,29 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
+    # The instances read CHAT_LOG_FORMAT themselves (supervisord hands it down).
+    logs.configure(os.environ.get("CHAT_LOG_FORMAT", "").strip() or "text", plain=True,
+                   stream=sys.stdout)
     settings = StackSettings.from_env()
     stack = Stack(settings)
-    stack.start()
-    assert stack.process is not None
     try:
+        stack.start()
+        assert stack.process is not None
         stack.wait_ready()
         if settings.starts_haproxy:
-            print(f"chatfleet is up: {stack.url}  ({settings.instances} instances; Ctrl-C stops)",
-                  flush=True)
+            where = stack.url if settings.tls is None else (
+                f"{stack.https_url} (plain HTTP on {stack.url} redirects there)")
+            log.info("chatfleet is up: %s  (%d instances; Ctrl-C stops)", where,
+                     settings.instances)
             if note := limit_note(stack.nofile):
-                print(f"chatfleet: {note}", flush=True)
+                log.warning("%s", note)
         else:  # one host of several: the front door runs elsewhere
-            print(f"chatfleet host is up: {' '.join(stack.instance_urls())}  (Ctrl-C stops)",
-                  flush=True)
+            log.info("chatfleet host is up: %s  (Ctrl-C stops)", " ".join(stack.instance_urls()))
         stack.process.wait()
     except KeyboardInterrupt:
-        print("\nstopping chatfleet…", flush=True)
+        log.info("stopping chatfleet…")
     except (RuntimeError, TimeoutError) as error:
-        print(f"chatfleet failed to start: {error}", file=sys.stderr, flush=True)
+        log.error("chatfleet failed to start: %s", error)
         stack.stop()
         sys.exit(1)
     finally:

@@ -14,6 +14,7 @@ from handlers.edge import MAX_BODY_BYTES
 
 # The Sentinel master name chat_server.py follows unless told otherwise.
 from redisconn.connect import DEFAULT_SENTINEL_MASTER
+from stack.tls import FrontTls
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +31,10 @@ MIN_INSTANCES = 2
 MAX_CONNS_PER_ADDRESS = 1000       # open at once
 MAX_NEW_CONNS_PER_ADDRESS = 500    # opened per 10 s
 MAX_LOGINS_PER_ADDRESS = 60        # POST /login or /signup per minute
+
+# HAProxy's Prometheus exporter (docs/ops/prometheus.yml), on localhost only:
+# 8404 is the port HAProxy's own documentation gives its stats and exporter.
+HAPROXY_METRICS_PORT = 8404
 
 
 def _int(name: str, default: int) -> int:
@@ -112,6 +117,15 @@ class StackSettings:
     # "accounts" (default: a name needs its password) or "open" (name only: demos,
     # and the load tools and chat tests that log in thousands of names).
     auth: str = "accounts"
+    # HTTPS at HAProxy (CHAT_TLS_CERT, CHAT_HTTPS_PORT); None: plain HTTP only.
+    tls: FrontTls | None = None
+    # HAProxy's Prometheus exporter listens on 127.0.0.1 here; 0: none.
+    haproxy_metrics_port: int = HAPROXY_METRICS_PORT
+
+    @property
+    def haproxy_metrics_bind(self) -> str:
+        """Where HAProxy serves its own /metrics ("" when it does not)."""
+        return f"127.0.0.1:{self.haproxy_metrics_port}" if self.haproxy_metrics_port else ""
 
     @property
     def instance_trusted_proxies(self) -> str:
@@ -166,4 +180,6 @@ class StackSettings:
             edge=EdgeLimits.from_env(),
             trusted_proxies=os.environ.get("CHAT_TRUSTED_PROXIES", "").strip(),
             auth=os.environ.get("CHAT_AUTH", "").strip() or "accounts",
+            tls=FrontTls.from_env(),
+            haproxy_metrics_port=_int("CHAT_HAPROXY_METRICS_PORT", HAPROXY_METRICS_PORT),
         )

@@ -91,23 +91,24 @@ OpenUser = Callable[..., Page]
 
 
 @contextmanager
-def user_contexts(browser: Browser, stack: Stack) -> Iterator[OpenUser]:
-    """Opens a new context (one simulated user) and a page in it on `stack`, per
-    call; every context is closed on leaving.
+def user_contexts(browser: Browser, stack: Stack, base_url: str = "") -> Iterator[OpenUser]:
+    """Opens a new context (one simulated user) and a page in it on `stack` (at
+    `base_url`, default `stack.url`), per call; every context is closed on leaving.
 
     `instance=n` pins the context to chat instance n with HAProxy's cookie
     before its first request.
     """
     contexts: list[BrowserContext] = []
+    url = base_url or stack.url
 
     def make(instance: int | None = None, **options: Any) -> Page:
         options.setdefault("viewport", DESKTOP)
-        context = browser.new_context(base_url=stack.url, **options)
+        context = browser.new_context(base_url=url, **options)
         contexts.append(context)
         context.set_default_timeout(TIMEOUT_MS)
         if instance is not None:
             context.add_cookies(
-                [{"name": "chatfleet_server", "value": f"chat{instance}", "url": stack.url}]
+                [{"name": "chatfleet_server", "value": f"chat{instance}", "url": url}]
             )
         return context.new_page()
 

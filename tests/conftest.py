@@ -22,8 +22,10 @@ import pytest
 from redis.asyncio import Redis
 
 from chatclient import HttpSession
+from rigs.certs import TestPki
 from rigs.ports import free_port, settings_on_free_ports
 from stack.run import Stack
+from tests.secrets_seen import SecretsSeen
 
 START_TIMEOUT = 30.0
 
@@ -69,10 +71,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @contextmanager
 def running_stack(var: Path, auth: str = "open", env: dict[str, str] | None = None,
-                  keep_logs_as: str = "") -> Iterator[Stack]:
+                  keep_logs_as: str = "", tls_cert: Path | None = None) -> Iterator[Stack]:
     """A whole stack of 2 instances in `var`, ready; stopped (by pid) on exit.
-    With CHAT_KEEP_LOGS set, its logs are kept in test-artifacts/`keep_logs_as`."""
-    running = Stack(settings_on_free_ports(2, var, auth=auth), env=env)
+    With CHAT_KEEP_LOGS set, its logs are kept in test-artifacts/`keep_logs_as`.
+    With `tls_cert`, HAProxy serves HTTPS too (`Stack.https_url`)."""
+    running = Stack(settings_on_free_ports(2, var, auth=auth, tls_cert=tls_cert), env=env)
     running.start()
     try:
         running.wait_ready()
@@ -96,10 +99,36 @@ def accounts_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A second whole stack, in accounts mode (the product's default): a name
     needs its password. Tests that fail logins on it connect from a loopback
     address of their own (`own_address`), so the throttle's per-address count
-    of one test never refuses another's."""
+    of one test never refuses another's. It logs in JSON (CHAT_LOG_FORMAT=json),
+    the `stack` in text, so tests/test_zz_logs.py reads a session of each."""
     with running_stack(tmp_path_factory.mktemp("accounts-stack"), auth="accounts",
+                       env={"CHAT_LOG_FORMAT": "json"},
                        keep_logs_as="accounts-stack-log") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def https_pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
+    """A throwaway root and intermediate CA (openssl, in the run's temporary folder)."""
+    return TestPki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def https_stack(tmp_path_factory: pytest.TempPathFactory, https_pki: TestPki) -> Iterator[Stack]:
+    """A whole stack in accounts mode whose HAProxy also serves HTTPS, with a leaf of
+    `https_pki` as its certificate (its file: `settings.tls.cert`; a test may renew it)."""
+    cert = https_pki.issue("front")
+    with running_stack(tmp_path_factory.mktemp("https-stack"), auth="accounts",
+                       keep_logs_as="https-stack-log", tls_cert=cert) as running:
+        yield running
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secrets_used() -> Iterator[SecretsSeen]:
+    """Every password and session id the session's HTTP clients used (tests/secrets_seen.py)."""
+    seen = SecretsSeen()
+    with seen.watching():
+        yield seen
 
 
 @pytest.fixture

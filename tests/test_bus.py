@@ -19,8 +19,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 import metrics
+from internals.redis_lane import pack
 from pubsub import ChatBus, Keys, RateLimit
 from pubsub.history import Entry
+from pubsub.subscriber import Subscriber
 from redisconn import topology_of
 from tests.conftest import free_port, unique, wait_for_port
 
@@ -276,3 +278,28 @@ async def test_repairs_run_beside_live_delivery(
     assert metrics.counter("chat_subscriber_deaf_total", "").value == deaf
     # The kill is one rebuild for each bus's subscriber; the slow repairs add none.
     assert metrics.counter("chat_subscriber_reconnects_total", "").value - reconnects <= 2
+
+
+async def test_a_deaf_subscriber_connection_is_found_and_rebuilt(
+    two_buses: tuple[ChatBus, ChatBus],
+) -> None:
+    """The connection stays up but stops hearing the canary (Redis dropped the
+    subscription): within the canary deadline it is rebuilt, and the room's
+    messages, including one published while it was deaf, arrive."""
+    here, there = two_buses
+    member = Collector("m")
+    room = unique("r")
+    await here.join(member, room, None)
+    deaf = metrics.counter("chat_subscriber_deaf_total", "").value
+    subscriber = here.subscriber
+    assert isinstance(subscriber, Subscriber) and subscriber._writer is not None
+    # Both the canary and the room go quiet on this connection, which stays open.
+    subscriber._writer.write(pack("UNSUBSCRIBE", subscriber.canary, here.keys.channel(room)))
+    missed = await there.publish(room, "pub", "while deaf")
+    deadline = time.monotonic() + WAIT
+    while metrics.counter("chat_subscriber_deaf_total", "").value == deaf:
+        assert time.monotonic() < deadline, "the deaf connection was never found"
+        await asyncio.sleep(0.05)
+    after = await publish_when_up(there, room, "after the rebuild")
+    got = await member.wait_chats(room, 2)
+    assert [c["id"] for c in got] == [missed.id, after]

@@ -7,11 +7,16 @@ restarting processes would disturb every other test using that one.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench import lifecycle
+from bench.chaos import GRACEFUL, ChaosAction
 from bench.drill_client import (
     DELETE,
     EDIT,
@@ -23,7 +28,7 @@ from bench.drill_client import (
     SocketLog,
     stream_key,
 )
-from bench.failover import run_drill
+from bench.failover import _chaos_loop, _rolling_failures, run_drill
 from bench.lifecycle import Loss, RoomTruth
 from bench.private import MAX_INVITES, PrivatePlan, Removal, check, plan_private
 from bench.tally import DrillResult, StoredMessage, render, tally
@@ -243,3 +248,47 @@ def test_tally_counts_a_deleted_message_as_stored() -> None:
         client.http.close()
     assert (result.sent, result.stored, result.acked_missing, result.unknown) == (2, 2, 0, 0)
     assert result.passed
+
+
+class _Recorder:
+    """Stands in for bench.chaos.Chaos: writes down what the drill asks of it (from the
+    drill's worker thread) and calls `enough` once it was asked `count` things."""
+
+    def __init__(self, count: int, enough: Callable[[], None]) -> None:
+        self.asked: list[tuple[str, Any]] = []
+        self.count, self.enough = count, enough
+
+    def _ask(self, what: str, n: Any) -> None:
+        self.asked.append((what, n))
+        if len(self.asked) == self.count:
+            self.enough()
+
+    def graceful_restart(self, n: int, at: float) -> ChaosAction:
+        self._ask("graceful", n)
+        return ChaosAction(GRACEFUL, f"chat-{n}", at, seconds=0.1)
+
+    def kill(self, n: int, at: float) -> ChaosAction:
+        self._ask("kill", n)
+        return ChaosAction("kill -9", f"chat-{n}", at)
+
+    def restart_redis(self, *args: Any) -> ChaosAction:
+        self._ask("redis", None)
+        return ChaosAction("redis restart", "redis", 0.0)
+
+
+async def test_rolling_restarts_each_instance_in_turn_and_nothing_else() -> None:
+    """`--rolling` (an upgrade): supervisorctl restart of chat-1, chat-2, chat-3, chat-1 ...;
+    never a kill -9 or a Redis restart, whatever the defaults ask for."""
+    over = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    chaos = _Recorder(5, lambda: loop.call_soon_threadsafe(over.set))
+    # Half time long past: the defaults would restart Redis at once.
+    actions = await asyncio.wait_for(_chaos_loop(
+        chaos, instances=3, seconds=1.0, kill_interval=0.0, redis_restart=True,
+        graceful_restart=True, t0=time.monotonic() - 10, sending_over=over,
+        log=lambda line: None, rolling=True), 30)
+    assert chaos.asked[:5] == [("graceful", n) for n in (1, 2, 3, 1, 2)]
+    assert {kind for kind, _ in chaos.asked} == {"graceful"}
+    assert _rolling_failures(actions, 3) == []
+    assert _rolling_failures(actions[:2], 3) == [
+        "rolling: only 2 of 3 instances were restarted (drill too short for the interval)"]
