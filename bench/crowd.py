@@ -32,9 +32,9 @@ from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
 
-from bench.crowd_worker import CrowdPlan, Fanout, Opened, worker_main
+from bench.crowd_worker import Census, CrowdPlan, Fanout, Opened, worker_main
 from bench.fanout import percentile
-from bench.fronts import extra_haproxies, haproxies_needed, haproxy_info
+from bench.fronts import Front, extra_haproxies, haproxies_needed, haproxy_info
 from bench.idle import RoleRow
 from bench.procs import bench_target, cpu_of, cpu_seconds, roles, rss_bytes
 from bench.rawws import source_addresses
@@ -50,8 +50,12 @@ PROCESS_FD_RESERVE = 1_000
 PROCESS_FILL_SHARE = 0.9
 # Sockets per source address: well inside one address's ephemeral port range.
 SOCKETS_PER_SOURCE = 5_000
-# Sockets being set up at once, over all workers (bench/idle's: no backlog overflows).
-OPEN_CONCURRENCY = 200
+# Sockets being set up at once per chat process. More only queue up in the
+# process (logins are CPU-bound) and add event-loop lag: a process that lags
+# 10 s behind its presence refresh has its users swept out of the lobby, and
+# each `left` goes to every socket (100,000 frames). A first 100,000 run
+# opening 200 at a time over 6 processes melted down that way at 92,000.
+OPEN_CONCURRENCY_PER_PROCESS = 10
 
 
 @dataclass
@@ -84,6 +88,11 @@ class CrowdResult:
     haproxy_conns: list[int] = field(default_factory=list)  # each HAProxy's current connections
     haproxy_maxconn: int = 0  # the maxconn each HAProxy took from its fd limit
     loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # Lobby `joined`/`left` frames the sockets heard while the other sockets of
+    # the names opened, and in the window: none unless presence flaps (only a
+    # name's first socket announces it, and those open first).
+    churn_rest: int = 0
+    churn_window: int = 0
 
     @property
     def expected(self) -> int:
@@ -122,7 +131,8 @@ def plans(args: argparse.Namespace, shape: Shape, url: str) -> list[CrowdPlan]:
     return [CrowdPlan(url=url, instances=shape.instances, first=bounds[w],
                       count=bounds[w + 1] - bounds[w],
                       sockets_per_user=args.sockets_per_user, sources=sources, member_every=every,
-                      concurrency=max(10, OPEN_CONCURRENCY // shape.workers))
+                      concurrency=max(1, OPEN_CONCURRENCY_PER_PROCESS * shape.instances
+                                      // shape.workers))
             for w in range(shape.workers)]
 
 
@@ -169,6 +179,11 @@ class Workers:
                 proc.join()
 
 
+def census(workers: Workers) -> Census:
+    answers: list[Census] = workers.ask("count")
+    return Census(sum(c.open for c in answers), sum(c.churn for c in answers))
+
+
 def cores_over(pids_by_role: dict[str, list[int]], seconds: float) -> dict[str, float]:
     """Each role's CPU over `seconds` of waiting, in cores."""
     before = {role: cpu_of(pids) for role, pids in pids_by_role.items()}
@@ -191,50 +206,65 @@ def open_sockets(workers: Workers,
     started = time.monotonic()
     total = Opened(0, 0.0)
     for which in ("heads", "rest"):
+        heard = census(workers).churn
         for answer in workers.ask("open", which):
             total.sockets += answer.sockets
             total.failures.update(answer.failures)
             total.retries.update(answer.retries)
     total.seconds = time.monotonic() - started
+    total.churn = census(workers).churn - heard
     busiest = max(cpu_seconds(pid) - b for pid, b in zip(workers.pids, each_before, strict=True))
     return total, cores_since(pids, before, total.seconds), busiest / total.seconds
 
 
 def measure(args: argparse.Namespace, shape: Shape, var: Path) -> CrowdResult:
+    """Start the stack and the extra HAProxy processes, observe, stop them all."""
     # A socket tried again is a new login of its name: room for those, so that
     # no login past the user's cap ends one whose socket is open.
     env = {"CHAT_MAX_SOCKETS_PER_LOGIN": str(args.sockets_per_user),
            "CHAT_MAX_LOGINS_PER_USER": str(2 * args.sockets_per_user)}
     with bench_target("chatfleet", shape.instances, env) as target:
         assert isinstance(target, ChatfleetTarget)
-        with extra_haproxies(target.stack, shape.haproxies - 1, var) as extra:
-            stats = [target.stack.settings.var / "haproxy.sock", *(e.stats for e in extra)]
-            by_role = roles(target)
-            by_role["haproxy"] += [e.pid for e in extra]
-            workers = Workers(plans(args, shape, target.url))
-            try:
-                pids = {**by_role, "load": workers.pids}
-                print("pids: " + "; ".join(f"{k} {' '.join(map(str, v))}"
-                                           for k, v in pids.items()), flush=True)
-                print(f"baseline: {args.baseline:.0f} s with no sockets", flush=True)
-                baseline = cores_over(pids, args.baseline)
-                rss_before = {role: sum(rss_bytes(p) for p in ps) for role, ps in pids.items()}
-                opened, open_cores, busiest = open_sockets(workers, pids)
-                print(f"opened {opened.sockets}/{args.sockets} sockets in {opened.seconds:.1f} s",
-                      flush=True)
-                time.sleep(args.settle)
-                rss_after = {role: sum(rss_bytes(p) for p in ps) for role, ps in pids.items()}
-                infos = [haproxy_info(s) for s in stats]
-                print(f"measuring {args.window:.0f} s of idle sockets", flush=True)
-                cores = cores_over(pids, args.window)
-                still_open = sum(workers.ask("count"))
-                joined = sum(workers.ask("join", ROOM)) if args.members else 0
-                print(f"{joined} sockets joined {ROOM!r}; publishing {args.rate:g}/s "
-                      f"for {args.seconds:g} s", flush=True)
-                workers.ask("arm")
-                fanouts = workers.ask("fanout", ROOM, args.rate, args.seconds, args.drain)
-            finally:
-                workers.stop()
+        try:
+            with extra_haproxies(target.stack, shape.haproxies - 1, var) as extra:
+                return observe(args, shape, target, extra)
+        finally:
+            if args.keep_logs:  # the stack's folder goes with it
+                shutil.copytree(target.stack.settings.var / "log", args.keep_logs,
+                                dirs_exist_ok=True)
+
+
+def observe(args: argparse.Namespace, shape: Shape, target: ChatfleetTarget,
+            extra: list[Front]) -> CrowdResult:
+    """Baseline, open, settle, idle window, room fan-out: the figures of one run."""
+    stats = [target.stack.settings.var / "haproxy.sock", *(e.stats for e in extra)]
+    by_role = roles(target)
+    by_role["haproxy"] += [e.pid for e in extra]
+    workers = Workers(plans(args, shape, target.url))
+    try:
+        pids = {**by_role, "load": workers.pids}
+        print("pids: " + "; ".join(f"{k} {' '.join(map(str, v))}" for k, v in pids.items()),
+              flush=True)
+        print(f"baseline: {args.baseline:.0f} s with no sockets", flush=True)
+        baseline = cores_over(pids, args.baseline)
+        rss_before = {role: sum(rss_bytes(p) for p in ps) for role, ps in pids.items()}
+        opened, open_cores, busiest = open_sockets(workers, pids)
+        print(f"opened {opened.sockets}/{args.sockets} sockets in {opened.seconds:.1f} s",
+              flush=True)
+        time.sleep(args.settle)
+        rss_after = {role: sum(rss_bytes(p) for p in ps) for role, ps in pids.items()}
+        infos = [haproxy_info(s) for s in stats]
+        print(f"measuring {args.window:.0f} s of idle sockets", flush=True)
+        before = census(workers)
+        cores = cores_over(pids, args.window)
+        after = census(workers)
+        joined = sum(workers.ask("join", ROOM)) if args.members else 0
+        print(f"{joined} sockets joined {ROOM!r}; publishing {args.rate:g}/s "
+              f"for {args.seconds:g} s", flush=True)
+        workers.ask("arm")
+        fanouts = workers.ask("fanout", ROOM, args.rate, args.seconds, args.drain)
+    finally:
+        workers.stop()
     rows = [RoleRow(role, rss_before[role], rss_after[role], opened.sockets, cores[role],
                     baseline[role]) for role in by_role]
     total = Fanout(sent=sum(f.sent for f in fanouts), received=sum(f.received for f in fanouts),
@@ -243,13 +273,14 @@ def measure(args: argparse.Namespace, shape: Shape, var: Path) -> CrowdResult:
                    per_member=[n for f in fanouts for n in f.per_member])
     return CrowdResult(
         shape=shape, sockets_wanted=args.sockets, sockets_open=opened.sockets,
-        sockets_still_open=still_open, open_seconds=opened.seconds, open_cores=open_cores,
+        sockets_still_open=after.open, open_seconds=opened.seconds, open_cores=open_cores,
         busiest_open_worker=busiest,
         window_seconds=args.window, rows=rows, load_cores=cores["load"] - baseline["load"],
         load_rss=rss_after["load"] - rss_before["load"], members=joined, fanout=total,
         failures=opened.failures, retries=opened.retries,
         haproxy_conns=[int(i.get("CurrConns", "0")) for i in infos],
-        haproxy_maxconn=int(infos[0].get("Maxconn", "0")), loadavg=os.getloadavg())
+        haproxy_maxconn=int(infos[0].get("Maxconn", "0")), loadavg=os.getloadavg(),
+        churn_rest=opened.churn, churn_window=after.churn - before.churn)
 
 
 def run(args: argparse.Namespace) -> CrowdResult:
@@ -277,6 +308,8 @@ def print_result(r: CrowdResult) -> None:
             print(f"{what}: " + "; ".join(f"{n} x {kind}" for kind, n in counts.most_common(5)))
     print("cores while opening: " + ", ".join(f"{k} {v:.2f}" for k, v in r.open_cores.items())
           + f" (busiest load worker {r.busiest_open_worker:.2f})")
+    print(f"lobby joined/left frames heard: {r.churn_rest} while names' other sockets opened, "
+          f"{r.churn_window} in the window")
     print(f"connections per HAProxy: {'/'.join(map(str, r.haproxy_conns))} "
           f"(maxconn {r.haproxy_maxconn} each)")
     print(f"{'role':<8} {'RSS before MB':>13} {'RSS after MB':>12} {'KB/socket':>9} "
@@ -315,6 +348,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds between the last socket opening and reading RSS")
     parser.add_argument("--rate", type=float, default=10.0, help="room messages per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of publishing")
+    parser.add_argument("--keep-logs", type=Path,
+                        help="copy the stack's logs (chat processes, HAProxy, Redis) here")
     parser.add_argument("--drain", type=float, default=2.0,
                         help="deliveries are over after this long without one")
     return parser.parse_args(argv)

@@ -8,7 +8,7 @@ one at a time:
 - ("open", "heads" | "rest"): open the sockets that are their name's first
   ("heads": each announces `joined` to the whole lobby, so they go while the
   lobby is small), or all the others; answers an `Opened`;
-- ("count",): how many sockets are still open;
+- ("count",): a `Census`: sockets still open, lobby churn heard so far;
 - ("join", room): this worker's room members join it; answers how many did;
 - ("arm",): the members' counts start from zero (every worker, before anyone
   publishes: a worker slow to take the next order must not drop deliveries);
@@ -34,6 +34,8 @@ from typing import Any
 from bench.rawws import ChatClient, Connection, HttpError
 
 LOBBY_PRESENCE = '{"type":"presence","room":"lobby"'
+# A name's first socket here or its last one gone: every lobby member hears it.
+LOBBY_CHURN = ('{"type":"joined","room":"lobby"', '{"type":"left","room":"lobby"')
 # Setting up one socket (three requests and the lobby join) gives up after this long.
 READY_TIMEOUT_SECONDS = 60.0
 # A socket refused while the instances are busy is tried again after a pause.
@@ -48,6 +50,7 @@ class Opened:
     seconds: float
     failures: Counter[str] = field(default_factory=Counter)  # sockets given up, by error kind
     retries: Counter[str] = field(default_factory=Counter)  # tries failed, by error kind
+    churn: int = 0  # lobby joined/left frames heard meanwhile (filled in by the parent)
 
 
 @dataclass
@@ -57,6 +60,12 @@ class Fanout:
     stray: int = 0  # chat frames without our marker
     latencies_ms: list[float] = field(default_factory=list)
     per_member: list[int] = field(default_factory=list)  # messages each member received
+
+
+@dataclass
+class Census:
+    open: int = 0  # sockets open now
+    churn: int = 0  # lobby `joined` and `left` frames received so far, by all sockets
 
 
 @dataclass
@@ -84,11 +93,12 @@ class Tally:
 class CrowdSocket:
     """One idle client; as a room member it also times the room's chat frames."""
 
-    __slots__ = ("client", "user", "conn", "waiting_for", "ready", "tally")
+    __slots__ = ("client", "user", "census", "conn", "waiting_for", "ready", "tally")
 
-    def __init__(self, client: ChatClient, user: str) -> None:
+    def __init__(self, client: ChatClient, user: str, census: Census) -> None:
         self.client = client
         self.user = user
+        self.census = census  # the worker's, shared
         self.conn: Connection | None = None
         self.waiting_for = ""
         self.ready: asyncio.Future[None] | None = None
@@ -108,6 +118,8 @@ class CrowdSocket:
         elif self.ready is not None and text.startswith(self.waiting_for):
             if not self.ready.done():
                 self.ready.set_result(None)
+        elif text.startswith(LOBBY_CHURN):
+            self.census.churn += 1
 
     def expect(self, prefix: str) -> asyncio.Future[None]:
         """The frame starting with `prefix` to wait for: asked before the request
@@ -150,7 +162,8 @@ class CrowdSocket:
             self.conn = None
 
 
-def make_sockets(plan: CrowdPlan) -> tuple[list[CrowdSocket], list[CrowdSocket]]:
+def make_sockets(plan: CrowdPlan,
+                 census: Census) -> tuple[list[CrowdSocket], list[CrowdSocket]]:
     """This worker's sockets: (heads, rest). Socket i sticks to instance i mod N, and
     names come in groups of `sockets_per_user` per instance (bench/idle's scheme)."""
     heads: list[CrowdSocket] = []
@@ -159,7 +172,7 @@ def make_sockets(plan: CrowdPlan) -> tuple[list[CrowdSocket], list[CrowdSocket]]
         instance = i % plan.instances
         group, place = divmod(i // plan.instances, plan.sockets_per_user)
         client = ChatClient(plan.url, plan.sources[i % len(plan.sources)], f"chat{instance + 1}")
-        sock = CrowdSocket(client, f"crowd{instance + 1}x{group}")
+        sock = CrowdSocket(client, f"crowd{instance + 1}x{group}", census)
         if plan.member_every and i % plan.member_every == 0:
             sock.tally = Tally()
         (rest if place else heads).append(sock)
@@ -221,7 +234,8 @@ async def fanout(members: list[CrowdSocket], publisher: CrowdSocket | None, room
 
 
 async def serve(plan: CrowdPlan, pipe: Pipe) -> None:
-    heads, rest = make_sockets(plan)
+    census = Census()
+    heads, rest = make_sockets(plan, census)
     every = heads + rest
     members = [s for s in every if s.tally is not None]
     # The publisher is socket 0, a room member, in the first worker.
@@ -234,7 +248,8 @@ async def serve(plan: CrowdPlan, pipe: Pipe) -> None:
             if order[0] == "open":
                 pipe.send(await open_all(heads if order[1] == "heads" else rest, plan.concurrency))
             elif order[0] == "count":
-                pipe.send(sum(1 for s in every if s.open_now))
+                census.open = sum(1 for s in every if s.open_now)
+                pipe.send(census)
             elif order[0] == "join":
                 joined = await asyncio.gather(*(m.join(order[1]) for m in members if m.open_now),
                                               return_exceptions=True)

@@ -24,6 +24,7 @@ def test_tiny_crowd_opens_every_socket_and_delivers_every_room_message() -> None
     assert not result.failures
     assert len(result.haproxy_conns) == 2 and all(n > 0 for n in result.haproxy_conns)
     assert sum(result.haproxy_conns) == 200
+    assert result.churn_rest == result.churn_window == 0  # presence never flapped
     roles = {row.role: row for row in result.rows}
     assert set(roles) == {"app", "haproxy", "redis"}
     assert roles["app"].rss_after > roles["app"].rss_before > 0
