@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
@@ -48,6 +49,11 @@ PROCESS_FD_RESERVE = 1_000
 # Sockets are dealt out exactly (socket i to instance i mod N), so a chat
 # process or load worker may fill more of its descriptors than a HAProxy.
 PROCESS_FILL_SHARE = 0.9
+# While waiting on the load workers, HAProxy's view is looked at this often; a run
+# whose chat processes have all been DOWN there for ABORT_SECONDS is given up
+# (overloaded: a process lagging past the 3 s check timeout is taken out).
+WATCH_SECONDS = 5.0
+ABORT_SECONDS = 90.0
 # Sockets per source address: well inside one address's ephemeral port range.
 SOCKETS_PER_SOURCE = 5_000
 # Sockets being set up at once per chat process. More only queue up in the
@@ -139,7 +145,8 @@ def plans(args: argparse.Namespace, shape: Shape, url: str) -> list[CrowdPlan]:
 class Workers:
     """The load-generator processes and their pipes: an order goes to all, answers come back."""
 
-    def __init__(self, plans: list[CrowdPlan]) -> None:
+    def __init__(self, plans: list[CrowdPlan], watch: Callable[[], None]) -> None:
+        self.watch = watch  # called while answers are awaited; raises to give up
         self.pipes: list[Pipe] = []
         self.procs: list[multiprocessing.Process] = []
         for plan in plans:
@@ -160,7 +167,11 @@ class Workers:
     def ask_each(self, orders: list[tuple[Any, ...]]) -> list[Any]:
         for pipe, order in zip(self.pipes, orders, strict=False):
             pipe.send(order)
-        answers = [pipe.recv() for pipe in self.pipes]
+        answers = []
+        for pipe in self.pipes:
+            while not pipe.poll(WATCH_SECONDS):
+                self.watch()
+            answers.append(pipe.recv())
         for answer in answers:
             if isinstance(answer, str) and answer.startswith("error"):
                 raise RuntimeError(f"a load worker failed: {answer}")
@@ -177,6 +188,26 @@ class Workers:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+
+
+class FrontWatch:
+    """Raises once HAProxy has had no chat process UP for ABORT_SECONDS."""
+
+    def __init__(self, target: ChatfleetTarget) -> None:
+        self.target = target
+        self.last_up = time.monotonic()
+
+    def __call__(self) -> None:
+        try:
+            up = "UP" in self.target.stack.server_states().values()
+        except OSError:
+            up = False
+        now = time.monotonic()
+        if up:
+            self.last_up = now
+        elif now - self.last_up > ABORT_SECONDS:
+            raise RuntimeError(f"no chat process UP at HAProxy for {ABORT_SECONDS:.0f} s: "
+                               "the stack is overloaded (--keep-logs keeps its logs)")
 
 
 def census(workers: Workers) -> Census:
@@ -240,7 +271,7 @@ def observe(args: argparse.Namespace, shape: Shape, target: ChatfleetTarget,
     stats = [target.stack.settings.var / "haproxy.sock", *(e.stats for e in extra)]
     by_role = roles(target)
     by_role["haproxy"] += [e.pid for e in extra]
-    workers = Workers(plans(args, shape, target.url))
+    workers = Workers(plans(args, shape, target.url), FrontWatch(target))
     try:
         pids = {**by_role, "load": workers.pids}
         print("pids: " + "; ".join(f"{k} {' '.join(map(str, v))}" for k, v in pids.items()),
