@@ -14,10 +14,11 @@ Then both servers side by side with the ratio.
 A chatfleet socket is its own login: one keep-alive connection does
 `GET /`, `POST /login` and the upgrade, and waits for the lobby's presence.
 Logins share user names in groups (`--sockets-per-user`; the stack gets
-CHAT_MAX_SOCKETS_PER_LOGIN to match): every user's first socket announces
-`joined` to the whole lobby, so K distinct names would cost K² frames to
-open. A socketio socket connects as its own user and joins a room of its
-own (the peer announces every join to the whole room).
+CHAT_MAX_SOCKETS_PER_LOGIN and CHAT_MAX_LOGINS_PER_USER to match): every
+user's first socket announces `joined` to the whole lobby, so K distinct
+names would cost K² frames to open. A socketio socket connects as its own
+user and joins a room of its own (the peer announces every join to the
+whole room).
 
 Both servers ping every socket every 25 s (chatfleet: CHAT_PING_INTERVAL's
 default, one timer per process; python-socketio: its default), and
@@ -256,8 +257,10 @@ def run(args: argparse.Namespace) -> list[IdleResult]:
     nofile = raise_nofile()
     results = []
     for kind in args.servers:
-        # Many sockets per user name: `joined` once per name, not per socket.
-        env = {"CHAT_MAX_SOCKETS_PER_LOGIN": str(args.sockets_per_user)}
+        # Many sockets (each its own login) per user name: `joined` once per
+        # name, not per socket; a login past the user's cap would end the oldest.
+        env = {"CHAT_MAX_SOCKETS_PER_LOGIN": str(args.sockets_per_user),
+               "CHAT_MAX_LOGINS_PER_USER": str(args.sockets_per_user)}
         with bench_target(kind, args.instances, env if kind == "chatfleet" else None) as target:
             result = asyncio.run(measure(args, target, nofile))
         print_result(result)

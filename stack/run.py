@@ -19,7 +19,7 @@ from pathlib import Path
 
 import logs
 from stack.haproxy_stats import server_states, wait_server_states
-from stack.limits import raise_nofile
+from stack.limits import limit_note, raise_nofile
 from stack.processes import terminate
 from stack.render import prepare, supervisor_env
 from stack.settings import PROJECT, StackSettings
@@ -48,6 +48,7 @@ class Stack:
         self.wrapper = list(wrapper)
         self.process: subprocess.Popen[bytes] | None = None
         self.env: dict[str, str] = {}
+        self.nofile = 0  # the fd limit its processes inherit, once started
 
     @classmethod
     def running(cls, settings: StackSettings) -> Stack:
@@ -69,7 +70,7 @@ class Stack:
     def start(self) -> None:
         self.env = {**prepare(self.settings), **self.extra_env}
         supervisord = Path(sys.executable).parent / "supervisord"
-        raise_nofile()  # supervisord and everything under it inherit the limit
+        self.nofile = raise_nofile()  # supervisord and everything under it inherit the limit
         self.process = subprocess.Popen(
             [*self.wrapper, str(supervisord), "-c", str(PROJECT / "supervisord.conf")],
             env=self.env,
@@ -192,6 +193,8 @@ def main() -> None:
                 f"{stack.https_url} (plain HTTP on {stack.url} redirects there)")
             log.info("chatfleet is up: %s  (%d instances; Ctrl-C stops)", where,
                      settings.instances)
+            if note := limit_note(stack.nofile):
+                log.warning("%s", note)
         else:  # one host of several: the front door runs elsewhere
             log.info("chatfleet host is up: %s  (Ctrl-C stops)", " ".join(stack.instance_urls()))
         stack.process.wait()
