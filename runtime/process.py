@@ -59,7 +59,7 @@ class Config:
     allowance: Allowance = field(default_factory=Allowance)
     limits: SocketLimits = field(default_factory=SocketLimits)
     session_check_interval: float = 120.0
-    ping_interval: float = 25.0
+    ping_interval: float = 50.0
     # Between /healthz turning 503 and the first 1012 (HAProxy: fall 2 x inter 1s).
     drain_wait: float = 3.0
     # Over how long the sockets are closed with 1012.
