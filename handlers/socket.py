@@ -132,6 +132,11 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # The close code this server closed the socket with, if it closed first (metrics).
     closed_with: int
 
+    def initialize(self) -> None:
+        # Set with the handler: on_close reads it even for a socket closed
+        # before open() ran (or while it awaited).
+        self.closed_with = 0
+
     def set_default_headers(self) -> None:
         set_security_headers(self)
 
@@ -560,6 +565,6 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         super().close(code, reason)
 
     def on_close(self) -> None:
-        count_close(getattr(self, "closed_with", 0), self.close_code)
+        count_close(self.closed_with, self.close_code)
         # Symmetric with open: unregister, and leave its rooms in the background.
         self.process.sockets.remove(self, lambda: self.bus.detach(self))
