@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from stack.haproxy_stats import stats_command
 from stack.limits import front_door_connections
 from stack.render import fill_haproxy_template, local_servers
 from stack.run import Stack
@@ -86,12 +86,6 @@ def _wait_stats_sockets(folder: Path, procs: list[subprocess.Popen[bytes]]) -> N
 
 def haproxy_info(stats_socket: Path) -> dict[str, str]:
     """`show info` over a HAProxy's stats socket: {"Maxconn": "9890", "CurrConns": ...}."""
-    with socket.socket(socket.AF_UNIX) as conn:
-        conn.settimeout(5)
-        conn.connect(str(stats_socket))
-        conn.sendall(b"show info\n")
-        data = b""
-        while chunk := conn.recv(65536):
-            data += chunk
-    pairs = (line.split(":", 1) for line in data.decode().splitlines() if ":" in line)
+    lines = stats_command(stats_socket, "show info").splitlines()
+    pairs = (line.split(":", 1) for line in lines if ":" in line)
     return {key.strip(): value.strip() for key, value in pairs}

@@ -39,6 +39,7 @@ from typing import Protocol
 
 from rigs.ports import free_port, free_port_run, settings_on_free_ports
 from rigs.redis_cluster import RedisCluster, free_cluster_ports
+from stack.haproxy_stats import read_show_stat
 from stack.run import Stack, answers_ok
 from stack.settings import PROJECT, EdgeLimits
 
@@ -447,15 +448,8 @@ backend peer_instances
 
 def haproxy_states(sock: Path, backend: str) -> dict[str, str]:
     """`show stat` over HAProxy's admin socket: each server of `backend` and its state."""
-    with socket.socket(socket.AF_UNIX) as conn:
-        conn.settimeout(5)
-        conn.connect(str(sock))
-        conn.sendall(b"show stat\n")
-        data = b""
-        while chunk := conn.recv(65536):
-            data += chunk
     states = {}
-    for row in csv.reader(data.decode().lstrip("# ").splitlines()):
+    for row in csv.reader(read_show_stat(sock).lstrip("# ").splitlines()):
         if len(row) > 17 and row[0] == backend and row[1] not in ("FRONTEND", "BACKEND"):
             states[row[1]] = row[17].split(" ")[0]
     return states

@@ -15,16 +15,21 @@ STAT_HEADER_PREFIX = "# "
 COLUMNS = ("pxname", "svname", "status")  # the ones read here
 
 
-def read_show_stat(stats_socket: Path) -> str:
-    """HAProxy's `show stat` CSV, read over its stats socket."""
+def stats_command(stats_socket: Path, command: str) -> str:
+    """HAProxy's answer to one stats-socket `command` ("show stat", "show info")."""
     with socket.socket(socket.AF_UNIX) as conn:
         conn.settimeout(STATS_TIMEOUT_SECONDS)
         conn.connect(str(stats_socket))
-        conn.sendall(b"show stat\n")
+        conn.sendall(command.encode() + b"\n")
         data = b""
         while chunk := conn.recv(65536):
             data += chunk
     return data.decode()
+
+
+def read_show_stat(stats_socket: Path) -> str:
+    """HAProxy's `show stat` CSV, read over its stats socket."""
+    return stats_command(stats_socket, "show stat")
 
 
 def server_states(stats_socket: Path) -> dict[str, str]:
