@@ -30,6 +30,7 @@ from playwright.sync_api import (
 )
 
 from stack.run import Stack
+from tests.conftest import unique
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -138,6 +139,17 @@ def log_in(page: Page, name: str) -> None:
     page.locator("#user").fill(name)
     page.locator("#user").press("Enter")
     expect_online(page, name)
+
+
+def two_logged_in(open_user: OpenUser, first: str = "ann",
+                  second: str = "bob") -> tuple[Page, str, Page, str]:
+    """Two users with fresh names from these prefixes, on instances 1 and 2, logged in:
+    (first's page, first's name, second's page, second's name)."""
+    names = unique(first), unique(second)
+    pages = open_user(1), open_user(2)
+    for page, name in zip(pages, names, strict=True):
+        log_in(page, name)
+    return pages[0], names[0], pages[1], names[1]
 
 
 def expect_online(page: Page, name: str) -> None:

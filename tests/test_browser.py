@@ -37,6 +37,7 @@ from tests.browser_support import (
     open_user,
     png_size,
     say,
+    two_logged_in,
     wait_for_message,
 )
 from tests.conftest import unique
@@ -163,11 +164,7 @@ def test_invalid_name_shows_reason_on_login_page(open_user: OpenUser) -> None:
 
 
 def test_two_instances_chat_both_ways(open_user: OpenUser, stack: Stack) -> None:
-    ann_name, bob_name = unique("ann"), unique("bob")
-    ann = open_user(1)
-    bob = open_user(2)
-    log_in(ann, ann_name)
-    log_in(bob, bob_name)
+    ann, ann_name, bob, bob_name = two_logged_in(open_user)
     expect_instance(ann, stack, 1)
     expect_instance(bob, stack, 2)
 
@@ -198,11 +195,7 @@ def test_two_instances_chat_both_ways(open_user: OpenUser, stack: Stack) -> None
 
 def test_reload_keeps_login_and_shows_history_once(open_user: OpenUser, stack: Stack) -> None:
     """The original app's Test 1: chat, reload, still logged in, the history is back once."""
-    ann_name, bob_name = unique("ann"), unique("bob")
-    ann = open_user(1)
-    bob = open_user(2)
-    log_in(ann, ann_name)
-    log_in(bob, bob_name)
+    ann, ann_name, bob, bob_name = two_logged_in(open_user)
 
     sent = []
     for page, name, text in (

@@ -37,6 +37,7 @@ from tests.browser_support import (
     room_messages,
     say,
     switch_room,
+    two_logged_in,
     wait_for_room_message,
 )
 from tests.conftest import unique
@@ -74,11 +75,7 @@ def restored(stack: Stack) -> Iterator[Stack]:
 
 def test_rooms_chat_and_unread_badge(open_user: OpenUser, stack: Stack) -> None:
     room = unique("room")
-    ann_name, bob_name = unique("ann"), unique("bob")
-    ann = open_user(1)
-    bob = open_user(2)
-    log_in(ann, ann_name)
-    log_in(bob, bob_name)
+    ann, ann_name, bob, bob_name = two_logged_in(open_user)
     expect_instance(ann, stack, 1)
     expect_instance(bob, stack, 2)
     expect(ann.locator("#leave-room")).to_be_hidden()  # no leaving the lobby
@@ -322,11 +319,7 @@ def test_presence_across_processes(open_user: OpenUser, stack: Stack) -> None:
 def test_presence_cleanup_after_kill_9(open_user: OpenUser, restored: Stack) -> None:
     stack = restored
     room = unique("room")
-    ann_name, bob_name = unique("ann"), unique("bob")
-    ann = open_user(1)
-    bob = open_user(2)
-    log_in(ann, ann_name)
-    log_in(bob, bob_name)
+    ann, ann_name, bob, bob_name = two_logged_in(open_user)
     expect_instance(ann, stack, 1)
     expect_instance(bob, stack, 2)
     join_room(ann, room, ann_name)
@@ -354,11 +347,7 @@ def test_presence_cleanup_after_kill_9(open_user: OpenUser, restored: Stack) -> 
 
 def test_typing_indicator(open_user: OpenUser) -> None:
     room = unique("room")
-    ann_name, bob_name = unique("ann"), unique("bob")
-    ann = open_user(1)
-    bob = open_user(2)
-    log_in(ann, ann_name)
-    log_in(bob, bob_name)
+    ann, ann_name, bob, bob_name = two_logged_in(open_user)
     join_room(ann, room, ann_name)
     join_room(bob, room, bob_name)
     expect_people(ann, [ann_name, bob_name])

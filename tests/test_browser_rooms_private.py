@@ -29,6 +29,7 @@ from tests.browser_support import (
     room_messages,
     say,
     switch_room,
+    two_logged_in,
     wait_for_room_message,
 )
 from tests.conftest import unique
@@ -214,10 +215,7 @@ def test_private_room_is_seen_by_its_members_only(open_user: OpenUser) -> None:
 
 def test_direct_message_from_the_people_list(open_user: OpenUser) -> None:
     room = unique("room")
-    ann_name, bob_name = unique("ann"), unique("bob")
-    ann, bob = open_user(1), open_user(2)
-    log_in(ann, ann_name)
-    log_in(bob, bob_name)
+    ann, ann_name, bob, bob_name = two_logged_in(open_user)
     join_room(ann, room, ann_name)
     join_room(bob, room, bob_name)
     expect_people(ann, [ann_name, bob_name])
@@ -292,10 +290,7 @@ def test_direct_message_from_the_people_list(open_user: OpenUser) -> None:
 
 def test_owner_kicks_then_bans_a_watcher(open_user: OpenUser) -> None:
     room = unique("room")
-    owner_name, watcher_name = unique("own"), unique("wat")
-    owner, watcher = open_user(1), open_user(2)
-    log_in(owner, owner_name)
-    log_in(watcher, watcher_name)
+    owner, owner_name, watcher, watcher_name = two_logged_in(open_user, "own", "wat")
     join_room(owner, room, owner_name)  # the first joiner owns a new public room
     join_room(watcher, room, watcher_name)
     expect_people(owner, [owner_name, watcher_name])
@@ -349,10 +344,7 @@ def test_owner_kicks_then_bans_a_watcher(open_user: OpenUser) -> None:
 
 def test_mute_roles_and_refusals_are_shown(open_user: OpenUser) -> None:
     room = unique("room")
-    owner_name, member_name = unique("own"), unique("mem")
-    owner, member = open_user(1), open_user(2)
-    log_in(owner, owner_name)
-    log_in(member, member_name)
+    owner, owner_name, member, member_name = two_logged_in(open_user, "own", "mem")
     join_room(owner, room, owner_name)
     join_room(member, room, member_name)
     expect_people(member, [owner_name, member_name])
