@@ -69,8 +69,8 @@ idle: system-run $(STAMP)
 	$(PY) -m bench.idle
 
 # 100,000 idle logged-in WebSockets through HAProxy on one box, and a fan-out to
-# a 1,000-member room among them (issue 18); on 2 shared cores the sockets alone
-# take over half an hour to open.
+# a 1,000-member room among them (issue 18); on 2 cores the sockets alone take
+# about 15 minutes to open.
 idle100k: system-run $(STAMP)
 	$(PY) -m bench.crowd
 
