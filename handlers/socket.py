@@ -12,6 +12,7 @@ import tornado.web
 import tornado.websocket
 from redis.exceptions import OutOfMemoryError, RedisError
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
+from tornado.websocket import WebSocketProtocol
 
 import metrics
 from handlers.base import REDIS_FULL, set_security_headers
@@ -35,6 +36,7 @@ from handlers.frames import (
 )
 from handlers.limits import SocketLimits
 from handlers.outcomes import ERRORS_SENT, NO_CLOSE_FRAME, count_close
+from internals.frame_loop import with_direct_frames
 from internals.handshake import forget_handshake
 from internals.wire import WireFrames, write_now
 from pubsub import ChatBus, Refused, frame
@@ -166,6 +168,10 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             return True
         host = self.request.headers.get("Host", "").lower()
         return bool(host) and urllib.parse.urlsplit(origin).netloc.lower() == host
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        # Messages handled by the frame loop itself, no task each (internals/frame_loop.py).
+        return with_direct_frames(super().get_websocket_protocol())
 
     def get_compression_options(self) -> dict[str, Any] | None:
         # Off: per-message deflate costs CPU per socket and chat lines are short.

@@ -3,10 +3,11 @@
 Each trick's module says what it saves (with the figure) and what it depends
 on: `eventloop` (a READ interest dropped one callback late), `wire` (frames
 built once, written with one `send`), `handshake` (what an open socket no
-longer needs), `redis_lane` (a redis-py connection pipelined and read
-raw). setup.cfg pins Tornado to the minor version they were tested on;
-`check()` runs at a chat process's start and stops it with a clear message
-if an internal it touches is gone.
+longer needs), `frame_loop` (a socket's messages run by its frame loop, no
+task each), `redis_lane` (a redis-py connection pipelined and read raw).
+setup.cfg pins Tornado to the minor version they were tested on; `check()`
+runs at a chat process's start and stops it with a clear message if an
+internal it touches is gone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import tornado.httputil
 import tornado.iostream
 import tornado.platform.asyncio
 import tornado.web
+import tornado.websocket
 
 TESTED_TORNADO = "6.6"
 
@@ -58,6 +60,16 @@ def missing() -> list[str]:
              _assigns(tornado.web.RequestHandler.clear, "_headers")]
     gone += [f"RequestHandler.{n}" for n in
              _assigns(tornado.web.RequestHandler.__init__, "ui")]
+    # The frame loop (frame_loop): Tornado's loop, its reads and its callbacks.
+    protocol = tornado.websocket.WebSocketProtocol13
+    gone += [f"WebSocketProtocol13.{n}()" for n in ("_run_callback", "_read_bytes", "_abort",
+                                                    "_receive_frame")
+             if not callable(getattr(protocol, n, None))]
+    gone += [f"WebSocketProtocol13.{n}" for n in _assigns(protocol.__init__, "_wire_bytes_in")]
+    gone += [f"WebSocketProtocol13._receive_frame: {n}" for n in
+             _assigns(protocol._receive_frame, "_read_bytes", "_handle_message")]
+    if not callable(getattr(tornado.websocket.WebSocketHandler, "get_websocket_protocol", None)):
+        gone.append("WebSocketHandler.get_websocket_protocol()")
     # The Redis lane and the subscriber (redis_lane): a connection redis-py
     # opens and greets, then read and written here.
     connection = redis.asyncio.connection.AbstractConnection
