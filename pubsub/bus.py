@@ -435,13 +435,13 @@ class ChatBus:
         while not self._stopped:
             await asyncio.sleep(PRESENCE_REFRESH_SECONDS)
             by_room: dict[str, list[str]] = {}
-            for (room, user), count in self._local.items():
-                if count > 0:
-                    by_room.setdefault(room, []).append(user)
-            for room, users in by_room.items():
-                # Only those still here now: one who left while earlier rooms were
-                # refreshed must not be put back (and announced `joined`).
-                users = [user for user in users if self._local.get((room, user), 0) > 0]
+            for room, user in self._local:
+                by_room.setdefault(room, []).append(user)
+            for room, candidates in by_room.items():
+                # Who is here now, not when the list was made: one who left while
+                # earlier rooms were refreshed must not be put back (and announced
+                # `joined`).
+                users = [user for user in candidates if self._local[(room, user)] > 0]
                 if not users:
                     continue
                 try:

@@ -39,15 +39,18 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local KEY_TTL = KEY_TTL_MS
 """.replace("KEY_TTL_MS", str(PRESENCE_KEY_TTL_MS))
 
-# Drop users whose every entry has lapsed and announce them gone.
-# KEYS: presence zset, live channel. ARGV: room.
+# Tell the room a user `joined` or `left`, and drop users whose every entry has
+# lapsed, announcing them gone. KEYS: presence zset, live channel. ARGV: room.
 _SWEEP = """
+local function announce(kind, user)
+  redis.call(PUBLISH, KEYS[2], cmsgpack.pack({t = kind, room = ARGV[1], user = user}))
+end
 local function sweep(now)
   local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
   for _, user in ipairs(gone) do
     redis.call('ZREM', KEYS[1], user)
     redis.call('DEL', KEYS[1] .. ':' .. user)
-    redis.call(PUBLISH, KEYS[2], cmsgpack.pack({t = 'left', room = ARGV[1], user = user}))
+    announce('left', user)
   end
   return #gone
 end
@@ -64,7 +67,7 @@ redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[2])
 redis.call('PEXPIRE', KEYS[3], KEY_TTL)
 redis.call('PEXPIRE', KEYS[1], KEY_TTL)
 if not present then
-  redis.call(PUBLISH, KEYS[2], cmsgpack.pack({t = 'joined', room = ARGV[1], user = ARGV[2]}))
+  announce('joined', ARGV[2])
   return 1
 end
 return 0
@@ -108,7 +111,7 @@ for i = 4, #ARGV do
   redis.call('PEXPIRE', KEYS[1] .. ':' .. user, KEY_TTL)
   redis.call('ZADD', KEYS[1], 'GT', expiry, user)
   if not present then
-    redis.call(PUBLISH, KEYS[2], cmsgpack.pack({t = 'joined', room = ARGV[1], user = user}))
+    announce('joined', user)
   end
 end
 redis.call('PEXPIRE', KEYS[1], KEY_TTL)
