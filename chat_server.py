@@ -44,12 +44,14 @@ log = logging.getLogger("chatfleet")
 # (and at once on their next join).
 SESSION_CHECK_SECONDS = 120.0
 
-# Keep-alive pings keep idle proxies between a browser and HAProxy from cutting
-# the tunnel (the common idle timeout is 60 s) and find dead peers; a peer
-# that answers none of two pings is closed (runtime/keepalive.py). HAProxy's
-# TCP keep-alive finds most dead peers sooner, in the kernel. An idle socket's
-# CPU is its pings: 50 s rather than 25 s halves it (README: Performance).
+# Keep-alives keep idle proxies between a browser and HAProxy from cutting
+# the tunnel (the common idle timeout is 60 s). Every fourth is a ping, which
+# finds dead peers: one that answers none of two pings is closed; the rest are
+# one-way heartbeats (runtime/keepalive.py). HAProxy's kernel finds most dead
+# peers sooner. An idle socket's CPU is its keep-alives, and a pong to read is
+# most of a round trip's (README: Performance).
 PING_INTERVAL_SECONDS = 50.0
+PING_EVERY = 4
 
 
 
@@ -126,7 +128,10 @@ def define_options(env: Mapping[str, str]) -> OptionParser:
            type=float, help="seconds between checks that open sockets' sessions still exist")
     define("ping_interval", default=float(env.get("CHAT_PING_INTERVAL", PING_INTERVAL_SECONDS)),
            type=float,
-           help="seconds between keep-alive pings (a peer answering none of two is closed)")
+           help="seconds between keep-alives on an idle socket")
+    define("ping_every", default=int(env.get("CHAT_PING_EVERY", PING_EVERY)), type=int,
+           help="every Nth keep-alive is a ping (a peer answering none of two is closed); "
+                "the others are one-way heartbeats")
     define("drain_wait", default=3.0, type=float,
            help="seconds between /healthz turning 503 and closing sockets "
                 "(HAProxy: fall 2 x inter 1s)")
@@ -199,6 +204,7 @@ def config_from(options: OptionParser, instance: str, secret: str) -> Config:
         ),
         session_check_interval=options.session_check_interval,
         ping_interval=options.ping_interval,
+        ping_every=options.ping_every,
         drain_wait=options.drain_wait,
         drain_spread=options.drain_spread,
         auth=options.auth,

@@ -12,8 +12,8 @@ does for 10,000: an empty baseline; the sockets open (each its own login,
 names shared in groups, each name's first socket before the others so the
 lobby's `joined` notices stay few), spread over 127.0.0.0/8 source
 addresses; RSS per role after they settle; CPU per role over an idle window
-(pings every CHAT_PING_INTERVAL, 50 s by default, and one session-check
-pass in 120 s). Last, every
+(a keep-alive every CHAT_PING_INTERVAL, 50 s by default, every fourth a
+ping, and one session-check pass in 120 s). Last, every
 `sockets / members`-th socket joins one room and one of them publishes
 `--rate` messages a second for `--seconds`: delivered, lost, p50/p99.
 """
@@ -373,7 +373,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--haproxies", type=int, default=1,
                         help="HAProxy processes at least (more if the fd limit needs them)")
     parser.add_argument("--window", type=float, default=120.0,
-                        help="seconds of idle CPU measured (pings every 50 s, checks every 120 s)")
+                        help="seconds of idle CPU measured "
+                             "(keep-alives every 50 s, checks every 120 s)")
     parser.add_argument("--baseline", type=float, default=30.0,
                         help="seconds of empty-stack CPU measured first")
     parser.add_argument("--settle", type=float, default=10.0,

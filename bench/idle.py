@@ -20,12 +20,15 @@ names would cost K² frames to open. A socketio socket connects as its own
 user and joins a room of its own (the peer announces every join to the
 whole room).
 
-Both servers ping every socket every 25 s (chatfleet: CHAT_PING_INTERVAL=25
-here, twice its default, one timer per process; python-socketio: its default), and
-chatfleet checks every login's session every 120 s
+Both servers keep every socket alive every 25 s (chatfleet: CHAT_PING_INTERVAL=25
+here, twice its default, one timer per process, every fourth a ping and the
+rest one-way heartbeats; python-socketio: a ping every 25 s, its default),
+and chatfleet checks every login's session every 120 s
 (CHAT_SESSION_CHECK_SECONDS), so the default window is 120 s: about five
-pings per socket and one session-check pass. A shorter window still sees
-the pings but may miss (or catch) the check pass.
+keep-alives per socket and one session-check pass. A shorter window still sees
+the keep-alives but may miss (or catch) the check pass. `--ping-interval 5`
+with 10,000 sockets sends 2,000 keep-alives a second, as 100,000 sockets do
+at the default 50 s.
 """
 
 from __future__ import annotations
@@ -239,7 +242,9 @@ async def measure(args: argparse.Namespace, target: Target, nofile: int) -> Idle
           f"settling {args.settle:.0f} s", flush=True)
     await asyncio.sleep(args.settle)
     rss_after = {role: rss_of(pids) for role, pids in by_role.items()}
-    print(f"measuring {args.window:.0f} s of idle sockets (pings every 25 s)", flush=True)
+    print(f"measuring {args.window:.0f} s of idle sockets "
+          f"(keep-alives every {args.ping_interval:g} s)",
+          flush=True)
     cores = await cores_over(by_role, args.window)
     still_open = sum(1 for sock, _ in plan if sock.open_now)
     through_proxy = sum(1 for sock, _ in plan[:proxied] if sock.open_now)
@@ -259,10 +264,11 @@ def run(args: argparse.Namespace) -> list[IdleResult]:
     for kind in args.servers:
         # Many sockets (each its own login) per user name: `joined` once per
         # name, not per socket; a login past the user's cap would end the oldest.
-        # Pings every 25 s, python-socketio's interval, not chatfleet's default 50 s.
+        # A keep-alive every 25 s by default, python-socketio's ping interval,
+        # not chatfleet's default 50 s. A shorter one measures what they cost.
         env = {"CHAT_MAX_SOCKETS_PER_LOGIN": str(args.sockets_per_user),
                "CHAT_MAX_LOGINS_PER_USER": str(args.sockets_per_user),
-               "CHAT_PING_INTERVAL": "25"}
+               "CHAT_PING_INTERVAL": f"{args.ping_interval:g}"}
         with bench_target(kind, args.instances, env if kind == "chatfleet" else None) as target:
             result = asyncio.run(measure(args, target, nofile))
         print_result(result)
@@ -313,6 +319,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sockets (each its own login) sharing one user name")
     parser.add_argument("--window", type=float, default=120.0,
                         help="seconds of idle CPU measured (pings every 25 s, checks every 120 s)")
+    parser.add_argument("--ping-interval", type=float, default=25.0,
+                        help="chatfleet's CHAT_PING_INTERVAL (python-socketio pings every 25 s)")
     parser.add_argument("--baseline", type=float, default=30.0,
                         help="seconds of empty-stack CPU measured first")
     parser.add_argument("--settle", type=float, default=SETTLE_SECONDS,

@@ -45,7 +45,7 @@ from pubsub.changes import MUTED as CHANGE_MUTED
 from pubsub.changes import NO_SUCH_MESSAGE as CHANGE_NO_SUCH_MESSAGE
 from pubsub.changes import RATE_LIMITED as CHANGE_RATE_LIMITED
 from pubsub.publish import NotReplicated
-from runtime.keepalive import PING_FRAME, PINGS_UNANSWERED_BEFORE_CLOSE
+from runtime.keepalive import HEARTBEAT_FRAME, PING_FRAME, PINGS_UNANSWERED_BEFORE_CLOSE
 from sessions import SessionMixin
 
 if TYPE_CHECKING:  # the process owns the handlers' app; imported for types only
@@ -248,11 +248,15 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         except (RedisError, OSError, TimeoutError):
             self._refuse("unavailable", "could not join the lobby; try again")
 
-    def ping_due(self) -> bool:
-        """Keep-alive (runtime/keepalive.py): ping, or close a peer that never answered."""
+    def keepalive_due(self, ping: bool) -> bool:
+        """Keep-alive (runtime/keepalive.py): a heartbeat, or a ping, or the close
+        of a peer that answered none of the last pings."""
         conn = self.ws_connection
         if conn is None or conn.is_closing():
             return False
+        if not ping:
+            self._write_wire(HEARTBEAT_FRAME)
+            return True
         if self.answered:
             self.unanswered = 0
         elif self.unanswered >= PINGS_UNANSWERED_BEFORE_CLOSE:

@@ -60,6 +60,7 @@ class Config:
     limits: SocketLimits = field(default_factory=SocketLimits)
     session_check_interval: float = 120.0
     ping_interval: float = 50.0
+    ping_every: int = 4
     # Between /healthz turning 503 and the first 1012 (HAProxy: fall 2 x inter 1s).
     drain_wait: float = 3.0
     # Over how long the sockets are closed with 1012.
@@ -98,7 +99,7 @@ class ChatProcess:
                            self.bus.admission.count_new_room, self._forget_room)
         # Kicked sockets' room leaves, kept referenced until done.
         self._cutting: set[asyncio.Task[None]] = set()
-        self.keepalive = KeepAlive(config.ping_interval)
+        self.keepalive = KeepAlive(config.ping_interval, config.ping_every)
         self.wire = WireFrames()  # each fan-out message framed once for all its sockets
         # Set at a planned stop: /healthz answers 503 and new sockets are refused.
         self.draining = asyncio.Event()

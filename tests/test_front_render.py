@@ -31,7 +31,7 @@ def test_front_door_keeps_the_checks_stickiness_and_redispatch(tmp_path: Path) -
     servers = parse_hosts("10.0.0.2:8001,10.0.0.3:8001")
     front = front_door_config("0.0.0.0:80", servers, tmp_path)
     one_box = haproxy_config(StackSettings(var=tmp_path))
-    assert "    bind 0.0.0.0:80\n" in front
+    assert "    bind 0.0.0.0:80 tcp-ut 60s\n" in front
     assert "    server chat1 10.0.0.2:8001 cookie chat1 check tcp-ut 10s\n" in front
     assert "    server chat2 10.0.0.3:8001 cookie chat2 check tcp-ut 10s" in front
     # Everything but the bind and the server lines is the one-box config.

@@ -1,9 +1,10 @@
-"""Keep-alive pings: a live peer stays connected, a dead one is closed.
+"""Keep-alives: heartbeats between pings, a live peer stays connected, a dead one is closed.
 
-Runs its own instance pinging every second (`--ping-interval=1`). Both peers
-are raw sockets after a real handshake: one answers every ping, as a browser
-does, and stays open; the other went silent (never reads, never answers)
-and is closed by the server with 1001.
+Runs its own instance with a keep-alive every second, every third a ping
+(`--ping-interval=1 --ping-every=3`). Both peers are raw sockets after a
+real handshake: one answers every ping, as a browser does, and stays open;
+the other went silent (never reads, never answers) and is closed by the
+server with 1001. Between pings both get one-way heartbeats (empty pongs).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from tests.conftest import lone_instance, unique
 from tests.test_slow_consumer import open_stalled_socket
 
 INTERVAL = 1.0
+PING_EVERY = 3
 
 
 @pytest.fixture
 def pinging_instance(stack: Stack) -> Iterator[str]:
-    with lone_instance(stack, f"--ping-interval={INTERVAL}", "--drain-wait=0",
+    with lone_instance(stack, f"--ping-interval={INTERVAL}", f"--ping-every={PING_EVERY}",
+                       "--drain-wait=0",
                        "--drain-spread=0") as url:
         yield url
 
@@ -98,19 +101,23 @@ async def test_a_live_peer_stays_and_a_silent_one_is_closed(pinging_instance: st
     silent = await asyncio.to_thread(open_stalled_socket, port, silent_http.cookie_header())
     started = time.monotonic()
 
-    # The silent peer gets pings, answers none, and is closed with 1001.
-    data = await asyncio.to_thread(read_until_closed, silent, 30.0)
+    # The silent peer gets heartbeats and pings, answers none, and is closed
+    # with 1001 at its third ping: two went unanswered.
+    data = await asyncio.to_thread(read_until_closed, silent, 60.0)
     silent.close()
     sent = frames(data)
-    assert (0x9, b"") in sent, "no ping before the close"
+    keepalives = [opcode for opcode, payload in sent if opcode in (0x9, 0xA) and payload == b""]
+    assert keepalives[:PING_EVERY] == [0xA] * (PING_EVERY - 1) + [0x9], keepalives
+    assert keepalives.count(0x9) == 2, keepalives
     closes = [payload for opcode, payload in sent if opcode == 0x8]
     assert closes and struct.unpack("!H", closes[0][:2])[0] == 1001
-    assert time.monotonic() - started > 2 * INTERVAL
+    assert time.monotonic() - started > 2 * PING_EVERY * INTERVAL
 
-    # The live peer, answering every ping, was pinged as often and is still open.
+    # The live peer, answering every ping, was kept alive as often and is still open.
     stop.set()
     opcodes = await answering
     assert opcodes.count(0x9) >= 2
+    assert opcodes.count(0xA) >= 2 * (PING_EVERY - 1)
     assert 0x8 not in opcodes, "the live peer was closed too"
     live.close()
     live_http.close()

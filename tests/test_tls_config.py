@@ -34,7 +34,7 @@ def test_with_a_certificate_haproxy_takes_the_https_lines(tmp_path: Path) -> Non
     config = haproxy_config(StackSettings(var=tmp_path, http_port=8000,
                                           tls=FrontTls(cert, 8443)))
     assert "{{" not in config
-    assert f"    bind 127.0.0.1:8443 ssl crt {cert} alpn http/1.1\n" in config
+    assert f"    bind 127.0.0.1:8443 ssl crt {cert} alpn http/1.1 tcp-ut 60s\n" in config
     assert "regsub(:[0-9]+$,)]:8443%[pathq]' code 301 if !{ ssl_fc } !{ path /healthz }" in config
     assert 'Strict-Transport-Security "max-age=31536000" if { ssl_fc }' in config
     assert "ssl-default-bind-options ssl-min-ver TLSv1.2" in config
@@ -49,7 +49,7 @@ def test_the_front_door_over_hosts_serves_https_on_its_bind_host(tmp_path: Path)
     cert = tmp_path / "chat.pem"
     config = front_door_config("0.0.0.0:80", parse_hosts("10.0.0.2:8001"), tmp_path,
                                tls=FrontTls(cert, 443))
-    assert f"    bind 0.0.0.0:443 ssl crt {cert} alpn http/1.1\n" in config
+    assert f"    bind 0.0.0.0:443 ssl crt {cert} alpn http/1.1 tcp-ut 60s\n" in config
     # On 443 the redirect names no port.
     assert "'https://%[req.hdr(host),regsub(:[0-9]+$,)]%[pathq]'" in config
 
