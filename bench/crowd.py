@@ -13,7 +13,9 @@ names shared in groups, each name's first socket before the others so the
 lobby's `joined` notices stay few), spread over 127.0.0.0/8 source
 addresses; RSS per role after they settle; CPU per role over an idle window
 (a keep-alive every CHAT_PING_INTERVAL, 50 s by default, every fourth a
-ping, and one session-check pass in 120 s). Last, every
+ping, and one session-check pass in 120 s). The HAProxy processes stand in
+for one HAProxy: each checks the instances every `haproxies` seconds, so
+that the instances see one check a second, as from one. Last, every
 `sockets / members`-th socket joins one room and one of them publishes
 `--rate` messages a second for `--seconds`: delivered, lost, p50/p99.
 """
@@ -29,7 +31,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from bench.procs import bench_target, cpu_of, cpu_seconds, roles, rss_bytes
 from bench.rawws import source_addresses
 from bench.targets import ChatfleetTarget
 from stack.limits import raise_nofile
+from stack.settings import EdgeLimits
 
 ROOM = "crowd"
 # Descriptors a chat process or a load worker keeps besides its sockets
@@ -255,7 +258,10 @@ def measure(args: argparse.Namespace, shape: Shape, var: Path) -> CrowdResult:
     # no login past the user's cap ends one whose socket is open.
     env = {"CHAT_MAX_SOCKETS_PER_LOGIN": str(args.sockets_per_user),
            "CHAT_MAX_LOGINS_PER_USER": str(2 * args.sockets_per_user)}
-    with bench_target("chatfleet", shape.instances, env) as target:
+    # The HAProxy processes stand in for one that this box's fd limit forbids:
+    # together they check each instance as often as it would, once a second.
+    edge = replace(EdgeLimits.per_address_off(), check_interval_ms=1000 * shape.haproxies)
+    with bench_target("chatfleet", shape.instances, env, edge=edge) as target:
         assert isinstance(target, ChatfleetTarget)
         try:
             with extra_haproxies(target.stack, shape.haproxies - 1, var) as extra:

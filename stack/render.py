@@ -93,6 +93,7 @@ def fill_haproxy_template(bind: str, servers: Sequence[Server], var: Path,
         "var": str(var),
         "project": str(PROJECT),
         "max_body_bytes": str(limits.max_body_bytes),
+        "check_interval_ms": str(max(100, limits.check_interval_ms)),
         # With HTTPS, plain HTTP only redirects: the stickiness cookie needs no plain HTTP.
         "cookie_secure": " secure" if tls else "",
         **{name: str(value) for name, value in per_address.items()},

@@ -35,6 +35,8 @@ MAX_LOGINS_PER_ADDRESS = 60        # POST /login or /signup per minute
 # HAProxy's Prometheus exporter (docs/ops/prometheus.yml), on localhost only:
 # 8404 is the port HAProxy's own documentation gives its stats and exporter.
 HAPROXY_METRICS_PORT = 8404
+# HAProxy checks each instance every second; --drain-wait (3 s) covers two.
+CHECK_INTERVAL_MS = 1000
 
 
 def _int(name: str, default: int) -> int:
@@ -58,6 +60,11 @@ class EdgeLimits:
     max_signups_per_address_hour: int = SIGNUPS_PER_ADDRESS_HOUR
     # Also each instance's --max-body-bytes (CHAT_MAX_BODY_BYTES), so both agree.
     max_body_bytes: int = MAX_BODY_BYTES
+    # How often this HAProxy checks each instance's /healthz while all is well
+    # (after a failed check it checks every 500 ms). Where several HAProxy
+    # processes front the same instances, each may check less often and the
+    # instances still see the same number of checks.
+    check_interval_ms: int = CHECK_INTERVAL_MS
 
     @classmethod
     def per_address_off(cls) -> EdgeLimits:
@@ -74,6 +81,7 @@ class EdgeLimits:
             max_logins_per_address=_int("CHAT_MAX_LOGINS_PER_ADDRESS", MAX_LOGINS_PER_ADDRESS),
             max_signups_per_address_hour=_int("CHAT_SIGNUPS_PER_HOUR", SIGNUPS_PER_ADDRESS_HOUR),
             max_body_bytes=_int("CHAT_MAX_BODY_BYTES", MAX_BODY_BYTES),
+            check_interval_ms=_int("CHAT_HAPROXY_CHECK_MS", CHECK_INTERVAL_MS),
         )
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from stack.front import front_door_config, parse_hosts
 from stack.render import Server, haproxy_config
-from stack.settings import StackSettings
+from stack.settings import EdgeLimits, StackSettings
 
 
 def test_hosts_are_named_chat1_chat2_in_the_order_given() -> None:
@@ -48,6 +48,21 @@ def test_front_door_keeps_the_checks_stickiness_and_redispatch(tmp_path: Path) -
 def test_haproxy_accepts_the_front_door_config(tmp_path: Path) -> None:
     config = tmp_path / "haproxy.cfg"
     config.write_text(front_door_config("127.0.0.1:8000", parse_hosts("10.0.0.2:8001"), tmp_path))
+    done = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_checks_run_every_second_unless_told_otherwise(tmp_path: Path) -> None:
+    default = haproxy_config(StackSettings(var=tmp_path))
+    assert "    default-server inter 1000 fastinter 500ms" in default
+    # Twelve HAProxy processes on one port share one HAProxy's check load (bench/crowd).
+    spread = haproxy_config(StackSettings(var=tmp_path,
+                                          edge=EdgeLimits(check_interval_ms=12_000)))
+    assert "    default-server inter 12000 fastinter 500ms" in spread
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(spread)
     done = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
