@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -139,22 +139,47 @@ class RedisLane:
         except RedisConnectionError:
             return await self._call_once(args)
 
+    async def call_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send `commands` in one write; their replies, in order. An error reply
+        stands in its command's place as redis-py's exception, not raised.
+
+        Retried once on a new connection, like `call`: for commands that may
+        run twice (reads, expiries).
+        """
+        try:
+            return await self._call_many_once(commands)
+        except RedisConnectionError:
+            return await self._call_many_once(commands)
+
     async def _call_once(self, args: tuple[Any, ...]) -> Any:
-        wire = self._wire
-        if wire is None or wire.failed is not None:
-            wire = await self._connect()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not wire.outbox:
-            loop.call_soon(self._flush, wire)
-        wire.outbox.append(pack(*args))
-        wire.waiting.append((future, loop.time()))
-        if self._watchdog is None:
-            self._watchdog = loop.call_later(self._timeout, self._check_late)
+        (future,) = await self._send((args,))
         reply = await future
         if isinstance(reply, ResponseError):
             raise reply
         return reply
+
+    async def _call_many_once(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        if not commands:
+            return []
+        futures = await self._send(commands)
+        await futures[-1]  # replies come in order: the last answered, all are
+        return [future.result() for future in futures]
+
+    async def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[asyncio.Future[Any]]:
+        """Queue `commands` for this loop turn's write; a future per reply."""
+        wire = self._wire
+        if wire is None or wire.failed is not None:
+            wire = await self._connect()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        if not wire.outbox:
+            loop.call_soon(self._flush, wire)
+        wire.outbox.extend(pack(*args) for args in commands)
+        now = loop.time()
+        wire.waiting.extend((future, now) for future in futures)
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self._timeout, self._check_late)
+        return futures
 
     def _flush(self, wire: _Wire) -> None:
         if wire.failed is not None or not wire.outbox:

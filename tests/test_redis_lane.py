@@ -58,6 +58,22 @@ async def test_error_replies_raise_redis_py_exceptions(redis_client: Redis) -> N
         await lane.aclose()
 
 
+async def test_many_commands_in_one_call_get_their_replies_in_order(redis_client: Redis) -> None:
+    lane = RedisLane(redis_client, timeout=5.0)
+    try:
+        key = unique("many")
+        await redis_client.set(key, "here")
+        replies = await lane.call_many([("GET", key), ("EXISTS", key), ("INCR", key),
+                                        ("GET", unique("absent")), ("ECHO", "last")])
+        # An error reply stands in its command's place, and the rest still answer.
+        assert replies[:2] == [b"here", 1]
+        assert isinstance(replies[2], ResponseError)
+        assert replies[3:] == [None, b"last"]
+        assert await lane.call_many([]) == []
+    finally:
+        await lane.aclose()
+
+
 async def test_a_call_on_a_killed_connection_is_retried_once_on_a_new_one(
         redis_client: Redis) -> None:
     lane = RedisLane(redis_client, timeout=5.0)
