@@ -318,7 +318,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sockets-per-user", type=int, default=250,
                         help="sockets (each its own login) sharing one user name")
     parser.add_argument("--window", type=float, default=120.0,
-                        help="seconds of idle CPU measured (pings every 25 s, checks every 120 s)")
+                        help="seconds of idle CPU measured (session checks every 120 s)")
     parser.add_argument("--ping-interval", type=float, default=25.0,
                         help="chatfleet's CHAT_PING_INTERVAL (python-socketio pings every 25 s)")
     parser.add_argument("--baseline", type=float, default=30.0,

@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 import msgpack
-from redis.exceptions import ResponseError
 
 from redisconn import Topology
 
@@ -233,23 +232,6 @@ class SessionStore:
             exists, members = await pipe.execute()
         return bool(exists), sorted(as_text(m) for m in members)
 
-    async def _each(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """The replies to single-key `commands`, pipelined: on the publishes'
-        lane with one server (hiredis-packed, one write; redis-py's pipeline
-        was most of the periodic check's CPU), else redis-py's pipeline (a
-        Cluster routes each key to its node)."""
-        lane = self.topology.lane
-        if lane is None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for command in commands:
-                    pipe.execute_command(*command)
-                return list(await pipe.execute())
-        replies = await lane.call_many(commands)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return replies
-
     def rooms_key(self, login_id: str) -> str:
         return f"{self.prefix}login:{login_id}:rooms"
 
@@ -281,13 +263,14 @@ class SessionStore:
         sessions spread over a Redis Cluster.
         """
         logins = list(touches)
-        session_ids = await self._each([("GET", self.login_key(login)) for login in logins])
+        pipelined = self.topology.pipelined
+        session_ids = await pipelined([("GET", self.login_key(login)) for login in logins])
         alive = dict.fromkeys(logins, False)
         current = {login_id: (sid.decode() if isinstance(sid, bytes) else sid)
                    for login_id, sid in zip(logins, session_ids, strict=True) if sid is not None}
         if not current:
             return alive
-        found = await self._each([
+        found = await pipelined([
             ("GETEX", self.key(session_id), "EX", self.idle_ttl) if touches[login_id]
             else ("EXISTS", self.key(session_id))
             for login_id, session_id in current.items()])
@@ -295,6 +278,6 @@ class SessionStore:
             alive[login_id] = bool(answer) if not touches[login_id] else answer is not None
         touched = [login_id for login_id in current if touches[login_id] and alive[login_id]]
         if touched:
-            await self._each([("EXPIRE", key, self.idle_ttl) for login_id in touched
-                              for key in (self.login_key(login_id), self.rooms_key(login_id))])
+            await pipelined([("EXPIRE", key, self.idle_ttl) for login_id in touched
+                             for key in (self.login_key(login_id), self.rooms_key(login_id))])
         return alive
