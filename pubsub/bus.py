@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 PUBLISHES = metrics.counter("chat_publishes_total", "Chat messages stored and published")
 
+# Rooms per presence-refresh batch: one batch's scripts run back to back in
+# Redis, so a publish sent meanwhile waits behind at most this many.
+PRESENCE_BATCH_ROOMS = 100
 # A stop waits this long for each background task it cancels.
 STOP_WAIT_SECONDS = 5.0
 # A join with `after` replays at most this many messages; a longer gap gets
@@ -91,7 +94,7 @@ class ChatBus:
         self.publisher = Publisher(topology, self.keys, caps, rate, wait_replicas)
         self.admission = Admission(redis, self.keys, allowance)
         self.history = History(redis, self.keys)
-        self.presence = Presence(redis, self.keys, instance)
+        self.presence = Presence(topology, self.keys, instance)
         self.fanout = Fanout()
         self.repairs = Repairs(self.history, self.fanout, REDIS_ERRORS.inc, self._unrepairable)
         self.changes = Changes(topology, self.keys, caps, rate)
@@ -437,14 +440,17 @@ class ChatBus:
             by_room: dict[str, list[str]] = {}
             for room, user in self._local:
                 by_room.setdefault(room, []).append(user)
-            for room, candidates in by_room.items():
+            rooms = list(by_room)
+            for start in range(0, len(rooms), PRESENCE_BATCH_ROOMS):
                 # Who is here now, not when the list was made: one who left while
-                # earlier rooms were refreshed must not be put back (and announced
-                # `joined`).
-                users = [user for user in candidates if self._local[(room, user)] > 0]
-                if not users:
+                # earlier batches were refreshed must not be put back (and
+                # announced `joined`).
+                batch = {room: users for room in rooms[start:start + PRESENCE_BATCH_ROOMS]
+                         if (users := [user for user in by_room[room]
+                                       if self._local[(room, user)] > 0])}
+                if not batch:
                     continue
                 try:
-                    await self.presence.refresh(room, users)
+                    await self.presence.refresh_many(batch)
                 except (RedisError, OSError):
                     REDIS_ERRORS.inc()

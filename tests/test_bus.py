@@ -331,3 +331,58 @@ async def test_a_user_swept_out_while_still_here_is_announced_back(
         assert time.monotonic() < deadline, f"the watcher heard {said}"
         await asyncio.sleep(0.02)
     assert ("left", "stays") in said
+
+
+async def lapse(bus: ChatBus, room: str, user: str) -> None:
+    """Make `user`'s presence in `room` look expired, as after a late refresh."""
+    await bus.redis.zadd(bus.keys.presence(room), {user: 1})
+
+
+async def test_the_periodic_refresh_keeps_users_of_every_room_present(
+    redis_proc: RedisProcess, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The refresh covers every room of the process, in batches (more rooms
+    here than one batch holds): a user whose entry lapsed in any of them is
+    back in the list at the next refresh."""
+    monkeypatch.setattr("pubsub.bus.PRESENCE_REFRESH_SECONDS", 0.2)
+    client = Redis.from_url(redis_proc.url)
+    bus = ChatBus(topology_of(client), "a", Keys(unique("k") + ":"))
+    await bus.start()
+    try:
+        rooms = [unique("r") for _ in range(150)]
+        for room in rooms:
+            await bus.join(Collector(f"u{room}"), room, None)
+        for room in rooms:
+            await lapse(bus, room, f"u{room}")
+        # Unrefreshed, the first look at a room would sweep its user out for good.
+        deadline = time.monotonic() + WAIT
+        for room in rooms:
+            while await bus.presence.members(room) != [f"u{room}"]:
+                assert time.monotonic() < deadline, f"{room} never refreshed"
+                await asyncio.sleep(0.05)
+    finally:
+        await bus.stop()
+        await asyncio.wait_for(client.aclose(), 10)
+
+
+async def test_refreshing_many_rooms_survives_a_lost_script_cache(
+    two_buses: tuple[ChatBus, ChatBus],
+) -> None:
+    """After Redis forgets its scripts (a restart, a failover), a batched
+    refresh still puts every room's users back and says so."""
+    here, there = two_buses
+    rooms = [unique("r") for _ in range(3)]
+    watchers = [Collector("watcher") for _ in rooms]
+    for room, watcher in zip(rooms, watchers, strict=True):
+        await here.join(Collector("stays"), room, None)
+        await there.join(watcher, room, None)
+        await lapse(here, room, "stays")
+        assert await there.presence.members(room) == ["watcher"]
+    await here.redis.script_flush()
+    await here.presence.refresh_many({room: ["stays"] for room in rooms})
+    for room, watcher in zip(rooms, watchers, strict=True):
+        assert await there.presence.members(room) == ["stays", "watcher"]
+        deadline = time.monotonic() + WAIT
+        while '"joined"' not in (watcher.raw[-1] if watcher.raw else ""):
+            assert time.monotonic() < deadline, f"no joined in {room}: {watcher.raw}"
+            await asyncio.sleep(0.02)

@@ -118,6 +118,25 @@ async def test_rooms_on_every_shard_chat_across_processes(
         await asyncio.sleep(0.02)
 
 
+async def test_presence_refresh_of_rooms_on_every_shard(
+    cluster: RedisCluster, two_buses: tuple[ChatBus, ChatBus]
+) -> None:
+    """A batched presence refresh reaches each room's own shard, also after
+    every node forgot its scripts: lapsed users are back in every room."""
+    here, there = two_buses
+    rooms = await join_rooms(here, Collector("stays"))
+    for flush in (False, True):
+        for room in rooms:
+            # Lapsed: a look at the room now would sweep the user out.
+            await here.redis.zadd(here.keys.presence(room), {"stays": 1})
+        if flush:
+            for port in cluster.primaries():
+                cluster.command(port, "SCRIPT", "FLUSH")
+        await here.presence.refresh_many({room: ["stays"] for room in rooms})
+        for room in rooms:
+            assert await there.presence.members(room) == ["stays"], (room, flush)
+
+
 async def test_ending_a_login_reaches_every_process(two_buses: tuple[ChatBus, ChatBus]) -> None:
     here, there = two_buses
     ended: list[str] = []
