@@ -60,14 +60,19 @@ def missing() -> list[str]:
              _assigns(tornado.web.RequestHandler.clear, "_headers")]
     gone += [f"RequestHandler.{n}" for n in
              _assigns(tornado.web.RequestHandler.__init__, "ui")]
-    # The frame loop (frame_loop): Tornado's loop, its reads and its callbacks.
+    # The frame loop (frame_loop): Tornado's frame state, its checks and its callbacks.
     protocol = tornado.websocket.WebSocketProtocol13
-    gone += [f"WebSocketProtocol13.{n}()" for n in ("_run_callback", "_read_bytes", "_abort",
-                                                    "_receive_frame")
+    gone += [f"WebSocketProtocol13.{n}()" for n in ("_run_callback", "_handle_message", "_abort",
+                                                    "close", "_receive_frame_loop")
              if not callable(getattr(protocol, n, None))]
-    gone += [f"WebSocketProtocol13.{n}" for n in _assigns(protocol.__init__, "_wire_bytes_in")]
-    gone += [f"WebSocketProtocol13._receive_frame: {n}" for n in
-             _assigns(protocol._receive_frame, "_read_bytes", "_handle_message")]
+    gone += [f"WebSocketProtocol13.{n}" for n in _assigns(
+        protocol.__init__, "_wire_bytes_in", "params", "_decompressor", "_frame_compressed",
+        "_fragmented_message_buffer", "_fragmented_message_opcode")]
+    gone += [f"WebSocketProtocol.{n}" for n in _assigns(
+        tornado.websocket.WebSocketProtocol.__init__, "stream", "client_terminated")]
+    gone += [f"tornado.websocket.{n}" for n in ("_websocket_mask", "_YIELD_THRESHOLD",
+                                                "_FRAME_YIELD_COST")
+             if not hasattr(tornado.websocket, n)]
     if not callable(getattr(tornado.websocket.WebSocketHandler, "get_websocket_protocol", None)):
         gone.append("WebSocketHandler.get_websocket_protocol()")
     # The Redis lane and the subscriber (redis_lane): a connection redis-py
