@@ -3,6 +3,7 @@
     python -m bench.smallrooms teams      # 1,000 clients in 100 rooms of 10 (`make smallrooms`)
     python -m bench.smallrooms dms        # 1,000 clients in 500 rooms of 2 (`make dms`)
     python -m bench.smallrooms teams --servers chatfleet,node --rates 1000,2000 --seconds 5
+    python -m bench.smallrooms dms --servers chatfleet,node --rounds 2   # A B A B
 
 In one big room a message's fixed cost hides behind its many deliveries; in
 rooms of 10 or 2 it is most of the cost. Both workloads run bench/fanout's
@@ -16,6 +17,11 @@ processes' CPU per message and per delivery (all of them, Redis apart),
 Redis CPU per message, and the load generator's cores and CPU per delivery
 (its busiest worker near 1.0 would mean the clients were the limit). Then
 one summary line per server: the max msg/s with p99 <= 100 ms and no loss.
+
+The box's other work drifts over minutes, so one server's steps all before
+the other's can favour either. `--rounds N` runs the servers in turn N times
+(A B A B ...) and ends with each rate's median over the rounds, its spread,
+and the rates every round passed.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("workload", choices=sorted(WORKLOADS))
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the servers in turn this many times (A B A B ...)")
     ours, rest = parser.parse_known_args(argv)
     clients, rooms, rates, reference = WORKLOADS[ours.workload]
     defaults = ["--servers", SERVERS, "--clients", str(clients), "--rooms", str(rooms),
@@ -50,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Every client publishes, in turn, to its own room (after any --clients given).
     if "--publishers" not in rest:
         args.publishers = args.clients
-    args.workload, args.json_out = ours.workload, ours.json
+    args.workload, args.json_out, args.rounds = ours.workload, ours.json, max(1, ours.rounds)
     return args
 
 
@@ -90,17 +99,42 @@ def report(args: argparse.Namespace, results: dict[str, list[StepResult]]) -> st
     return "\n".join(lines)
 
 
+def over_rounds(rounds: list[dict[str, list[StepResult]]]) -> str:
+    """Per server and rate run in every round: the median chat µs per message
+    (lowest-highest), the worst p99, and the rates every round passed."""
+    lines = [f"\nover {len(rounds)} rounds (servers in turn): chat µs/msg median "
+             "(lowest-highest), worst p99"]
+    for kind in rounds[0]:
+        by_rate = [{r.rate: r for r in result[kind]} for result in rounds]
+        common = sorted(set.intersection(*(set(rates) for rates in by_rate)))
+        for rate in common:
+            steps = [rates[rate] for rates in by_rate]
+            costs = [per(s.app_cpu_s, s.sent) for s in steps]
+            lines.append(f"{kind:<9} {rate:>6.0f} msg/s {statistics.median(costs):>7.0f} "
+                         f"({min(costs):.0f}-{max(costs):.0f}) µs/msg, "
+                         f"p99 {max(s.p99_ms for s in steps):.1f} ms")
+        passed = [rate for rate in common if all(rates[rate].ok for rates in by_rate)]
+        lines.append(f"{kind}: max msg/s passed in every round: "
+                     f"{max(passed):,.0f}" if passed else f"{kind}: no rate passed every round")
+    return "\n".join(lines)
+
+
 def main() -> None:
     args = parse_args()
     load_before = os.getloadavg()[0]
-    results = fanout.run(args)
-    print(report(args, results), flush=True)
+    rounds = []
+    for _ in range(args.rounds):
+        results = fanout.run(args)
+        print(report(args, results), flush=True)
+        rounds.append(results)
+    if len(rounds) > 1:
+        print(over_rounds(rounds), flush=True)
     # The machine's other work shares the cores: say how busy it was (this run included).
     print(f"load average (1 min) before / after the run: {load_before:.2f} / "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
     if args.json_out:
-        rows = {k: [asdict(r) for r in rs] for k, rs in results.items()}
-        args.json_out.write_text(json.dumps(rows, indent=1))
+        rows = [{k: [asdict(r) for r in rs] for k, rs in results.items()} for results in rounds]
+        args.json_out.write_text(json.dumps(rows[0] if len(rows) == 1 else rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -47,3 +47,26 @@ def test_tiny_dms_run_of_chatfleet_and_the_node_peer_counts_every_delivery() -> 
     assert chatfleet.lost == 0
     text = smallrooms.report(args, results)
     assert "node" in text and "max msg/s" in text
+
+
+def step(rate: float, cpu_s: float, p99_ms: float, lost: int = 0) -> smallrooms.StepResult:
+    """A step as fanout.run reports it: `rate` msg/s for 1 s, `cpu_s` of chat CPU."""
+    return smallrooms.StepResult(
+        server="chatfleet", rate=rate, offered_s=rate, offered_deliveries_s=2 * rate,
+        delivered_s=2 * rate, lost=lost, p50_ms=1.0, p99_ms=p99_ms, p999_ms=p99_ms,
+        server_cpu_us_per_delivery=0.0, server_cpu_share=cpu_s, client_cpu_share=0.1,
+        busiest_worker_share=0.05, sent=int(rate), received=int(2 * rate), app_cpu_s=cpu_s)
+
+
+def test_rounds_summary_takes_medians_and_the_rates_every_round_passed() -> None:
+    rounds = [
+        {"chatfleet": [step(500, 0.25, 5.0), step(1000, 0.40, 20.0), step(2000, 0.8, 90.0)]},
+        {"chatfleet": [step(500, 0.30, 6.0), step(1000, 0.50, 150.0)]},  # stopped early
+        {"chatfleet": [step(500, 0.20, 4.0), step(1000, 0.45, 30.0), step(2000, 0.7, 80.0)]},
+    ]
+    text = smallrooms.over_rounds(rounds)
+    # 500 msg/s: 500, 600 and 400 µs per message; 2,000 was not run in every round.
+    assert "chatfleet    500 msg/s     500 (400-600) µs/msg, p99 6.0 ms" in text
+    assert "chatfleet   1000 msg/s     450 (400-500) µs/msg, p99 150.0 ms" in text
+    assert "2000 msg/s" not in text
+    assert "chatfleet: max msg/s passed in every round: 500" in text
