@@ -121,6 +121,12 @@ def define_options(env: Mapping[str, str]) -> OptionParser:
            type=int, help="WebSockets one login (browser session) may hold open on one instance")
     define("slow_consumer_bytes", default=SocketLimits.slow_consumer_bytes, type=int,
            help="unsent bytes after which a socket that stopped reading is cut off")
+    define("frames_per_second",
+           default=float(env.get("CHAT_FRAMES_PER_SECOND", SocketLimits.frames_per_second)),
+           type=float, help="frames a socket may send a second after its burst (past it: "
+                            "close 1008); 0: no bound, also when --rate-limit is 0")
+    define("frames_burst", default=int(env.get("CHAT_FRAMES_BURST", SocketLimits.frames_burst)),
+           type=int, help="frames a socket may send at once before --frames-per-second applies")
     define("max_frame_bytes", default=16 * 1024, type=int,
            help="largest WebSocket frame (close 1009)")
     define("session_check_interval",
@@ -201,6 +207,10 @@ def config_from(options: OptionParser, instance: str, secret: str) -> Config:
             max_rooms_per_socket=options.max_rooms_per_socket,
             max_sockets_per_login=options.max_sockets_per_login,
             slow_consumer_bytes=options.slow_consumer_bytes,
+            # A stack without the chat rate limit (load tools, throughput tests)
+            # is driven faster than people type: no frame bound either.
+            frames_per_second=options.frames_per_second if options.rate_limit else 0.0,
+            frames_burst=options.frames_burst,
         ),
         session_check_interval=options.session_check_interval,
         ping_interval=options.ping_interval,

@@ -23,3 +23,9 @@ class SocketLimits:
     # is cut off (it resumes from history when it comes back), so one stalled
     # reader never holds the process's memory or slows the others.
     slow_consumer_bytes: int = 512 * 1024
+    # Frames of any kind one socket may send: a burst (a reconnect joins its
+    # rooms and resends its outbox at once), then this many a second. Past it
+    # the socket is closed (1008): every junk frame costs an `error` reply,
+    # and nothing else bounds how many a script sends. 0: no bound.
+    frames_per_second: float = 20.0
+    frames_burst: int = 200

@@ -105,6 +105,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # table of its own: about 1.3 KB less per idle socket. Tornado's open_args
     # and open_kwargs take slots too: with them the dict had 31 keys.
     __slots__ = ("user", "login_id", "wire", "last_typing", "history_tokens", "history_at",
+                 "frame_tokens", "frame_at",
                  "unsent_cid", "unsent_until", "active", "answered", "unanswered", "held",
                  "closed_with", "open_args", "open_kwargs")
 
@@ -124,6 +125,9 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     # A token bucket of history requests (each may read ~1.6 MB from Redis).
     history_tokens: float
     history_at: float
+    # A token bucket of all frames from the peer (SocketLimits.frames_per_second).
+    frame_tokens: float
+    frame_at: float
     # Whether the user sent anything since the last session check: a user
     # chatting in one tab for days is not idle.
     active: bool
@@ -193,6 +197,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
     async def open(self, *args: str, **kwargs: str) -> None:
         self.active = False
         self.wire = self.process.wire
+        # Before anything that may close the socket: its frames are counted even then.
+        self.frame_tokens, self.frame_at = float(self.limits.frames_burst), time.monotonic()
         if not self.process.sockets.admit(self):
             self.close(CLOSE_POLICY, "too many connections for this login")
             return
@@ -272,6 +278,8 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
 
     async def on_message(self, message: str | bytes) -> None:
         FRAMES_IN.inc()
+        if not self._within_frame_budget():
+            return
         self.active = True
         self.answered = True  # anything from the peer shows it is alive
         parsed: ClientFrame | None = None
@@ -317,6 +325,24 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
             log.error("frame handling failed: %s", type(error).__name__)
             log.debug("frame handling failed", exc_info=True)
             self._refuse("bad_frame", "that frame could not be handled", parsed)
+
+    def _within_frame_budget(self) -> bool:
+        """Take a token for this frame; past the budget, close the socket (1008)."""
+        rate = self.limits.frames_per_second
+        if not rate:
+            return True
+        now = time.monotonic()
+        tokens = min(self.limits.frames_burst, self.frame_tokens + (now - self.frame_at) * rate)
+        self.frame_at = now
+        if tokens >= 1:
+            self.frame_tokens = tokens - 1
+            return True
+        self.frame_tokens = tokens
+        conn = self.ws_connection
+        if conn is not None and not conn.is_closing():  # frames already on their way: once
+            ABUSERS.inc()
+            self.close(CLOSE_POLICY, "too many frames")
+        return False
 
     async def _join(self, join: Join) -> None:
         if not await self._session_alive():

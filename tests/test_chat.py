@@ -404,3 +404,19 @@ async def test_the_ack_comes_before_the_senders_own_copy(pinned: Pinned) -> None
         copy_at = next(i for i, f in enumerate(ann.frames)
                        if f["type"] == "chat" and f.get("id") == ack["id"])
         assert ack_at < copy_at, (cid, ack_at, copy_at)
+
+
+async def test_a_socket_flooding_frames_is_closed_1008(pinned: Pinned) -> None:
+    """Junk frames each cost an `error` reply: past the burst (200) and the
+    rate (20 a second) the socket is closed for abuse. A burst under it, as a
+    reconnect joining its rooms and resending its outbox makes, is answered."""
+    _, ann = await pinned(unique("ann"), 1)
+    for _ in range(150):
+        await ann.send_raw("{}")
+    for _ in range(150):
+        assert (await ann.next_of("error"))["code"] == "bad_frame"
+    assert await say(ann, "lobby", "a burst is fine")
+    _, bob = await pinned(unique("bob"), 1)
+    for _ in range(400):
+        await bob.send_raw("{}")
+    assert await bob.closed() == 1008
