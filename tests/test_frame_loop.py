@@ -53,6 +53,9 @@ class Recorder(tornado.websocket.WebSocketHandler):
         overlapped = Recorder.running
         Recorder.running = True
         try:
+            if message == "bye":
+                self.close(1008, "enough")
+                return
             await asyncio.sleep(0.001)  # a Redis round trip's worth of waiting
             if message == "boom":
                 raise RuntimeError("a handler bug")
@@ -252,3 +255,19 @@ async def test_frames_tornado_refuses_end_the_connection() -> None:
         await fine.send(client_frame(0x1, b"after them"))
         assert await fine.texts(1) == ["done after them"]
         fine.close()
+
+
+async def test_after_the_server_closes_no_more_messages_are_handled() -> None:
+    """A socket the server closed (for abuse, say) may go on sending until its
+    own close: none of it reaches the handler, and its close still ends the
+    connection."""
+    async with server() as url:
+        client = await RawClient.connect(url)
+        await client.send(client_frame(0x1, b"bye")
+                          + b"".join(client_frame(0x1, b"more") for _ in range(100)))
+        first = await client.frame()
+        assert first is not None and first[0] == 0x8
+        assert struct.unpack("!H", first[1][:2])[0] == 1008
+        await client.send(client_frame(0x8, struct.pack("!H", 1000)))
+        assert await client.frame() is None  # the server ended the connection
+        assert Recorder.seen == []
