@@ -29,3 +29,10 @@ class SocketLimits:
     # and nothing else bounds how many a script sends. 0: no bound.
     frames_per_second: float = 20.0
     frames_burst: int = 200
+
+
+def take_token(tokens: float, elapsed: float, rate: float, burst: float) -> tuple[bool, float]:
+    """One turn of a per-socket token bucket: refilled by `rate` a second over
+    `elapsed` seconds, up to `burst`; (whether a token was there, what is left)."""
+    tokens = min(burst, tokens + elapsed * rate)
+    return (True, tokens - 1) if tokens >= 1 else (False, tokens)

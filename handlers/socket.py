@@ -34,7 +34,7 @@ from handlers.frames import (
     message_id,
     parse_frame,
 )
-from handlers.limits import SocketLimits
+from handlers.limits import SocketLimits, take_token
 from handlers.outcomes import ERRORS_SENT, NO_CLOSE_FRAME, count_close
 from internals.frame_loop import with_direct_frames
 from internals.handshake import forget_handshake
@@ -332,12 +332,11 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         if not rate:
             return True
         now = time.monotonic()
-        tokens = min(self.limits.frames_burst, self.frame_tokens + (now - self.frame_at) * rate)
+        allowed, self.frame_tokens = take_token(self.frame_tokens, now - self.frame_at, rate,
+                                                self.limits.frames_burst)
         self.frame_at = now
-        if tokens >= 1:
-            self.frame_tokens = tokens - 1
+        if allowed:
             return True
-        self.frame_tokens = tokens
         conn = self.ws_connection
         if conn is not None and not conn.is_closing():  # frames already on their way: once
             ABUSERS.inc()
@@ -421,12 +420,11 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
         if not self.bus.is_member(self, request.room):
             raise await self._not_joined(request.room, "reading its history")
         now = time.monotonic()
-        self.history_tokens = min(
-            HISTORY_BURST, self.history_tokens + (now - self.history_at) * HISTORY_PER_SECOND)
+        allowed, self.history_tokens = take_token(self.history_tokens, now - self.history_at,
+                                                  HISTORY_PER_SECOND, HISTORY_BURST)
         self.history_at = now
-        if self.history_tokens < 1:
+        if not allowed:
             raise FrameError("rate_limited", "too many history requests; wait a moment")
-        self.history_tokens -= 1
         # Joined is not enough: a ban on another instance a moment ago counts.
         await self.process.rooms.check_read(request.room, self.user)
         page, more = await self.bus.history_page(request.room, request.before, request.limit)
