@@ -137,6 +137,32 @@ def test_a_histogram_counts_each_observation_in_its_buckets() -> None:
         metrics.histogram(fresh("bare"), "Not in seconds", (1.0,))
 
 
+def test_an_observation_on_a_bound_falls_in_that_bucket_and_time_observes() -> None:
+    """`le` is "less than or equal": 0.1 belongs to the 0.1 bucket, not the next."""
+    name = fresh("bounded") + "_seconds"
+    bounded = metrics.histogram(name, "Bounds a test hits", (0.1, 1.0))
+    bounded.observe(0.1)
+    bounded.observe(1.0)
+    assert metrics_value(name + "_bucket", le="0.1") == 1
+    assert metrics_value(name + "_bucket", le="1.0") == 2
+    with pytest.raises(KeyError), bounded.time():  # a block that fails is timed too
+        raise KeyError("failed")
+    assert metrics_value(name + "_count") == 3
+    assert metrics_value(name + "_bucket", le="0.1") == 2
+
+
+def test_a_counter_refuses_to_go_down_and_a_taken_name() -> None:
+    name = fresh("downward") + "_total"
+    downward = metrics.counter(name, "Things a test counts")
+    with pytest.raises(ValueError, match="only goes up"):
+        downward.inc(-1)
+    assert downward.value == 0
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        metrics.gauge(name.removesuffix("_total"), "a gauge on a counter's name", lambda: 1.0)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        metrics.Counter(name, "a second counter of the same name")
+
+
 def test_a_counter_counts_and_is_shared_by_name() -> None:
     name = fresh("counted") + "_total"
     counted = metrics.counter(name, "Things counted by a test")
