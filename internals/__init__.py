@@ -4,7 +4,7 @@ Each trick's module says what it saves (with the figure) and what it depends
 on: `eventloop` (a READ interest dropped one callback late), `wire` (frames
 built once, written with one `send`), `handshake` (what an open socket no
 longer needs), `frame_loop` (a socket's messages run by its frame loop, no
-task each, its frames cut from one read), `redis_lane` (a redis-py
+task each, its frames cut from one read, no empty read before a wait), `redis_lane` (a redis-py
 connection pipelined and read raw).
 setup.cfg pins Tornado to the minor version they were tested on; `check()`
 runs at a chat process's start and stops it with a clear message if an
@@ -47,8 +47,13 @@ def missing() -> list[str]:
     gone += [f"IOStream.{n}" for n in _assigns(stream.__init__, "socket")]
     gone += [f"BaseIOStream.{n}" for n in
              _assigns(tornado.iostream.BaseIOStream.__init__, "max_write_buffer_size")]
-    gone += [f"IOStream.{n}()" for n in ("writing", "write", "closed")
+    gone += [f"IOStream.{n}()" for n in ("writing", "write", "closed", "_start_read",
+                                         "_add_io_state")
              if not callable(getattr(stream, n, None))]
+    gone += [f"BaseIOStream.{n}" for n in _assigns(
+        tornado.iostream.BaseIOStream.read_bytes, "_read_bytes", "_read_partial")]
+    gone += [f"BaseIOStream.{n}" for n in _assigns(
+        tornado.iostream.BaseIOStream.__init__, "_read_buffer_size")]
     request = tornado.httputil.HTTPServerRequest
     gone += [f"HTTPServerRequest.{n}" for n in _assigns(
         request.__init__, "headers", "arguments", "query_arguments", "body_arguments",

@@ -22,10 +22,17 @@ before its payload is read), continuation frames. Once this side has sent
 its close, the peer's messages are no longer handed to the handler (nothing
 could answer them); its close frame still is.
 
+After a short read (less than asked: the socket was emptied) the next read
+waits for epoll before it reads. Tornado would first try to read at once,
+and on a chat socket that `recv` almost always finds nothing (EAGAIN, and
+a caught exception). epoll is level-triggered: data that arrived meanwhile
+is reported by the next poll, so nothing waits longer than one loop turn.
+
 Saves: the Task and the Future per message (`_ensure_future` was 3.8% of a
-chat process in small rooms, py-spy), and two reads of every frame (README:
-Performance).
-Depends on: `WebSocketProtocol13._run_callback`, `._handle_message`,
+chat process in small rooms, py-spy), two reads of every frame, and the
+empty `recv` before each wait (README: Performance).
+Depends on: `IOStream._start_read`, `._add_io_state`, `._read_bytes`,
+`._read_partial`, `._read_buffer_size`, `WebSocketProtocol13._run_callback`, `._handle_message`,
 `._abort`, `.close`, `.stream`, `.params`, `.client_terminated`,
 `._wire_bytes_in`, `._decompressor`, `._frame_compressed`,
 `._fragmented_message_buffer`, `._fragmented_message_opcode`, the module's
@@ -41,7 +48,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 import tornado.websocket
-from tornado.iostream import StreamClosedError
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
 
 # Tornado's private pieces, read without failing the import: a Tornado that
@@ -57,6 +65,20 @@ _FRAME_YIELD_COST: int = getattr(tornado.websocket, "_FRAME_YIELD_COST", 0)
 READ_CHUNK = 64 * 1024
 # What `_next_frame` says when the connection was refused (it is closing).
 STOP = "stop"
+
+
+def read_when_readable(stream: IOStream, limit: int) -> Awaitable[bytes]:
+    """`stream.read_bytes(limit, partial=True)`, but with nothing buffered it
+    waits for epoll to say the socket is readable before the first `recv`."""
+    if type(stream) is not IOStream or stream._read_buffer_size or stream.closed():
+        # TLS holds decrypted bytes epoll cannot see; buffered bytes or a
+        # closed stream: Tornado's own path answers at once.
+        return stream.read_bytes(limit, partial=True)
+    future: Awaitable[bytes] = stream._start_read()
+    stream._read_bytes = limit
+    stream._read_partial = True
+    stream._add_io_state(IOLoop.READ)
+    return future
 
 
 class DirectFrameProtocol(WebSocketProtocol13):
@@ -76,10 +98,13 @@ class DirectFrameProtocol(WebSocketProtocol13):
         assert stream is not None
         data, pos = b"", 0
         work = 0  # bytes and frames since the last yield (Tornado's _YIELD_THRESHOLD)
+        emptied = False  # the last read took less than asked: the socket had no more
         while not self.client_terminated:
             frame = self._next_frame(data, pos)
             if frame is None:  # not all of it here yet
-                chunk = await stream.read_bytes(READ_CHUNK, partial=True)
+                chunk = await (read_when_readable(stream, READ_CHUNK) if emptied
+                               else stream.read_bytes(READ_CHUNK, partial=True))
+                emptied = len(chunk) < READ_CHUNK
                 self._wire_bytes_in += len(chunk)
                 data, pos = (data[pos:] + chunk if pos < len(data) else chunk), 0
                 continue

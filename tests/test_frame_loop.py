@@ -34,6 +34,7 @@ class Recorder(tornado.websocket.WebSocketHandler):
     seen: list[tuple[str, asyncio.Task[object] | None, bool]] = []
     running = False
     reads = 0  # reads of the streams, all sockets together
+    empty_reads = 0  # recvs of theirs that found nothing (EAGAIN)
 
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
         return with_direct_frames(super().get_websocket_protocol())
@@ -48,6 +49,15 @@ class Recorder(tornado.websocket.WebSocketHandler):
             return read_bytes(*args, **kwargs)
 
         stream.read_bytes = counted  # type: ignore[method-assign]
+        read_from_fd = stream.read_from_fd
+
+        def recv(buf: Any) -> int | None:
+            got = read_from_fd(buf)
+            if got is None:
+                Recorder.empty_reads += 1
+            return got
+
+        stream.read_from_fd = recv  # type: ignore[method-assign]
 
     async def on_message(self, message: str | bytes) -> None:
         overlapped = Recorder.running
@@ -67,7 +77,7 @@ class Recorder(tornado.websocket.WebSocketHandler):
 
 @asynccontextmanager
 async def server(**settings: Any) -> AsyncIterator[str]:
-    Recorder.seen, Recorder.reads = [], 0
+    Recorder.seen, Recorder.reads, Recorder.empty_reads = [], 0, 0
     port = free_port()
     http = tornado.web.Application([(r"/ws", Recorder)], **settings).listen(
         port, address="127.0.0.1")
@@ -209,6 +219,18 @@ async def test_frames_sharing_a_read_are_not_read_again() -> None:
                                    for n in range(MESSAGES)))
         assert await client.texts(MESSAGES) == [f"done {n}" for n in range(MESSAGES)]
         assert Recorder.reads < MESSAGES, Recorder.reads
+        client.close()
+
+
+async def test_a_quiet_socket_is_not_read_before_it_is_readable() -> None:
+    """A chat socket is mostly quiet: after a read that emptied it, reading
+    again at once would find nothing (Tornado does, before every wait)."""
+    async with server() as url:
+        client = await RawClient.connect(url)
+        for n in range(20):  # one frame at a time, each answered before the next
+            await client.send(client_frame(0x1, str(n).encode()))
+            assert await client.texts(1) == [f"done {n}"]
+        assert Recorder.empty_reads <= 2, Recorder.empty_reads
         client.close()
 
 
