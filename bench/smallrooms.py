@@ -15,8 +15,10 @@ publishing in turn to its own room, and the rate stepped up until p99 passes
 Per step it prints: msg/s sent, delivered/s, loss, p50/p99, the chat
 processes' CPU per message and per delivery (all of them, Redis apart),
 Redis CPU per message, and the load generator's cores and CPU per delivery
-(its busiest worker near 1.0 would mean the clients were the limit). Then
-one summary line per server: the max msg/s with p99 <= 100 ms and no loss.
+(its busiest worker near 1.0 would mean the clients were the limit), the
+HAProxy's cores, and how many of the machine's cores were busy in all (near
+their count, the box itself was the limit). Then one summary line per
+server: the max msg/s with p99 <= 100 ms and no loss.
 
 The box's other work drifts over minutes, so one server's steps all before
 the other's can favour either. `--rounds N` runs the servers in turn N times
@@ -70,7 +72,8 @@ def per(cpu_seconds: float, count: int) -> float:
 
 HEADER = (f"{'server':<9} {'msg/s':>6} {'delivered/s':>11} {'lost':>6} {'p50 ms':>7} "
           f"{'p99 ms':>8} {'srv µs/msg':>10} {'srv µs/dlv':>10} {'redis µs/msg':>12} "
-          f"{'srv cores':>9} {'load cores':>10} {'load µs/dlv':>11} {'busiest wkr':>11}")
+          f"{'srv cores':>9} {'load cores':>10} {'load µs/dlv':>11} {'busiest wkr':>11} "
+          f"{'front cores':>11} {'box busy':>8}")
 
 
 def row(r: StepResult) -> str:
@@ -79,7 +82,8 @@ def row(r: StepResult) -> str:
             f"{per(r.app_cpu_s, r.received):>10.1f} {per(r.redis_cpu_s, r.sent):>12.1f} "
             f"{r.server_cpu_share - sum(r.redis_shares):>9.2f} "
             f"{r.client_cpu_share:>10.2f} {per(r.client_cpu_s, r.received):>11.1f} "
-            f"{r.busiest_worker_share:>11.2f}")
+            f"{r.busiest_worker_share:>11.2f} {r.front_cpu_share:>11.2f} "
+            f"{r.box_busy_cores:>8.2f}")
 
 
 def max_rate(rows: list[StepResult]) -> str:

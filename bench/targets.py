@@ -17,6 +17,9 @@ The Node peer ("node": bench/peers/node-socketio, Socket.IO 4 with
 @socket.io/redis-adapter) speaks the same Socket.IO protocol as the
 python-socketio one, so the same clients measure both. It needs `node` and
 its npm packages: `make node-peer` (bench/peers/node_install.py) installs them.
+"node-unix" is the same peer reaching Redis over its Unix socket, as
+chatfleet's processes do on one box: "node" connects as its users write it
+(a `redis://` URL), "node-unix" shows what the socket alone would give it.
 
 chatfleet can also run on a Redis Cluster of S primaries started here
 (`redis_shards=S`, rigs.redis_cluster), so a bench can show how fan-out
@@ -43,7 +46,7 @@ from stack.haproxy_stats import read_show_stat
 from stack.run import Stack, answers_ok
 from stack.settings import PROJECT, EdgeLimits
 
-KINDS = ("chatfleet", "socketio", "node")
+KINDS = ("chatfleet", "socketio", "node", "node-unix")
 
 # A benchmark floods on purpose: no per-user rate limit (0 = off), for this
 # stack only. Callers may add more (e.g. for an idle or storm run).
@@ -65,10 +68,12 @@ POLL_SECONDS = 0.1
 
 @dataclass(frozen=True)
 class RedisRef:
-    """A running Redis: its URL and the pid whose CPU it spends."""
+    """A running Redis: its URL and the pid whose CPU it spends; the Unix socket
+    it also listens on, if any."""
 
     url: str
     pid: int
+    socket: str = ""
 
 
 class Target(Protocol):
@@ -98,6 +103,9 @@ class Target(Protocol):
 
     def redis_pids(self) -> list[int]:
         """The Redis processes that serve the data: one, or each shard's primary."""
+
+    def front_pids(self) -> list[int]:
+        """The HAProxy in front: its CPU is the front door's, reported apart."""
 
     def kill_instance(self, n: int) -> int:
         """SIGKILL instance n (1-based); it is restarted like supervisord does. The old pid."""
@@ -145,6 +153,8 @@ def start_target(
         return SocketioTarget.start(instances, var, env or {}, redis)
     if kind == "node":
         return NodeTarget.start(instances, var, env or {}, redis)
+    if kind == "node-unix":
+        return NodeUnixTarget.start(instances, var, env or {}, redis)
     raise ValueError(f"unknown target kind {kind!r}; one of {', '.join(KINDS)}")
 
 
@@ -161,7 +171,8 @@ class ChatfleetTarget:
         self.url = stack.url
         self.instance_urls = [f"http://127.0.0.1:{p}" for p in stack.settings.instance_ports()]
         self.redis = shared_redis or RedisRef(
-            stack.settings.effective_redis_url, _supervised_pid(stack, "redis"))
+            stack.settings.effective_redis_url, _supervised_pid(stack, "redis"),
+            stack.settings.redis_socket)
 
     @classmethod
     def start(cls, instances: int, var: Path, env: dict[str, str],
@@ -192,6 +203,10 @@ class ChatfleetTarget:
 
     def redis_pids(self) -> list[int]:
         return [self.redis.pid]
+
+    def front_pids(self) -> list[int]:
+        pid = _supervised_pid(self.stack, "haproxy")
+        return [pid] if pid else []
 
     def kill_instance(self, n: int) -> int:
         pid = _supervised_pid(self.stack, f"chat:chat-{n}")
@@ -313,10 +328,12 @@ class SocketioTarget:
         folder = self.var / "redis"
         folder.mkdir(exist_ok=True)
         binary = shutil.which("redis-server") or "redis-server"
+        sock = folder / "redis.sock"
         self.own_redis = _spawn(
             [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
+             "--unixsocket", str(sock), "--unixsocketperm", "700",
              *REDIS_FLAGS], self.var / "log" / "redis.log", self.env)
-        self.redis = RedisRef(f"redis://127.0.0.1:{port}/0", self.own_redis.pid)
+        self.redis = RedisRef(f"redis://127.0.0.1:{port}/0", self.own_redis.pid, str(sock))
         _wait_port(port, self.own_redis)
 
     def peer_command(self, n: int) -> list[str]:
@@ -358,6 +375,10 @@ class SocketioTarget:
 
     def redis_pids(self) -> list[int]:
         return [self.redis.pid]
+
+    def front_pids(self) -> list[int]:
+        return [self.haproxy.pid] if self.haproxy is not None and self.haproxy.poll() is None \
+            else []
 
     def kill_instance(self, n: int) -> int:
         """SIGKILL peer n and start it again at once on its port (as supervisord would)."""
@@ -401,6 +422,16 @@ class NodeTarget(SocketioTarget):
     def peer_command(self, n: int) -> list[str]:
         return ["node", str(NODE_PEER_DIR / "server.js"), "--port", str(self.ports[n - 1]),
                 "--redis-url", self.redis.url, "--key", NODE_PEER_KEY, "--name", f"node{n}"]
+
+
+class NodeUnixTarget(NodeTarget):
+    """The Node peer reaching Redis over its Unix socket, as chatfleet's processes
+    do on one box: the same code, only node-redis's `socket.path` instead of a URL."""
+
+    def peer_command(self, n: int) -> list[str]:
+        if not self.redis.socket:
+            raise RuntimeError("this Redis listens on no Unix socket")
+        return [*super().peer_command(n), "--redis-socket", self.redis.socket]
 
 
 def peer_haproxy_config(target: SocketioTarget, sticky: bool = False) -> str:

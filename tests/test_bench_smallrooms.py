@@ -31,18 +31,21 @@ def node_peer() -> None:
 
 @pytest.mark.usefixtures("node_peer")
 def test_tiny_dms_run_of_chatfleet_and_the_node_peer_counts_every_delivery() -> None:
-    args = smallrooms.parse_args(["dms", "--servers", "chatfleet,node", "--clients", "12",
+    """The Node peer as its users connect it (a URL) and on the Redis's Unix socket."""
+    args = smallrooms.parse_args(["dms", "--servers", "chatfleet,node,node-unix", "--clients", "12",
                                   "--rooms", "6", "--rates", "20", "--seconds", "2",
                                   "--drain", "20"])
     assert args.publishers == 12  # every client publishes to its own room
     results = smallrooms.fanout.run(args)
-    assert list(results) == ["chatfleet", "node"]
+    assert list(results) == ["chatfleet", "node", "node-unix"]
     for kind, steps in results.items():
         [step] = steps
         assert step.sent > 0, kind
         assert step.received + step.lost == step.sent * 2, kind  # rooms of 2
         assert step.app_cpu_s > 0 and step.client_cpu_s >= 0, kind
         assert math.isfinite(step.p50_ms), kind
+        assert 0 < step.box_busy_cores <= (os.cpu_count() or 1), kind
+        assert step.front_cpu_share >= 0, kind
     [chatfleet] = results["chatfleet"]
     assert chatfleet.lost == 0
     text = smallrooms.report(args, results)

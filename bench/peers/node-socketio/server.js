@@ -2,6 +2,7 @@
 // Redis adapter (@socket.io/redis-adapter on node-redis), one process per port.
 //
 //   node server.js --port 9001 --redis-url redis://127.0.0.1:6380/0 --name node1
+//   node server.js --port 9001 --redis-socket /path/redis.sock --name node1
 //
 // Run several behind HAProxy (cookie stickiness, as Socket.IO's docs ask for
 // the polling transport); the adapter relays every room emit through Redis
@@ -33,6 +34,7 @@ const { values: args } = parseArgs({
     port: { type: "string" },
     address: { type: "string", default: "127.0.0.1" },
     "redis-url": { type: "string" },
+    "redis-socket": { type: "string" }, // a Unix socket instead of the URL
     key: { type: "string", default: "bench-node" }, // the adapter's channel prefix
     name: { type: "string", default: "node" },
   },
@@ -45,7 +47,9 @@ function userOf(socket) {
 }
 
 async function main() {
-  const pubClient = createClient({ url: args["redis-url"] });
+  const pubClient = createClient(args["redis-socket"]
+    ? { socket: { path: args["redis-socket"] } }
+    : { url: args["redis-url"] });
   const subClient = pubClient.duplicate();
   await Promise.all([pubClient.connect(), subClient.connect()]);
 
