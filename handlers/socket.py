@@ -44,6 +44,7 @@ from pubsub.changes import FORBIDDEN as CHANGE_FORBIDDEN
 from pubsub.changes import MUTED as CHANGE_MUTED
 from pubsub.changes import NO_SUCH_MESSAGE as CHANGE_NO_SUCH_MESSAGE
 from pubsub.changes import RATE_LIMITED as CHANGE_RATE_LIMITED
+from pubsub.codec import ack_frame
 from pubsub.publish import NotReplicated
 from runtime.keepalive import HEARTBEAT_FRAME, PING_FRAME, PINGS_UNANSWERED_BEFORE_CLOSE
 from sessions import SessionMixin
@@ -496,7 +497,7 @@ class ChatSocketHandler(SessionMixin, tornado.websocket.WebSocketHandler):
                 self.close(CLOSE_POLICY, "too many messages")
             raise FrameError("rate_limited", "too many messages; slow down and resend")
         if chat.cid:
-            ack = self.wire.frame(frame("ack", cid=chat.cid, id=published.id))
+            ack = self.wire.frame(ack_frame(chat.cid, published.id))
             if self.held is not None:
                 self.held.insert(0, ack)
             else:

@@ -41,15 +41,26 @@ def format_id(sid: StreamId) -> str:
     return f"{sid[0]}-{sid[1]}"
 
 
+# The string quoting of `json.dumps(..., ensure_ascii=False)` (its C function):
+# the two frames sent for every message are written with it directly, the
+# same text as `frame()` would give at a quarter of the cost (no dict, no
+# encoder made per call).
+_quote = json.encoder.encode_basestring
+_EDITED = ',"edited":true'
+
+
 def chat_frame(msg_id: str, room: str, user: str, text: str, edited: bool = False) -> str:
     """The JSON `chat` frame; `ts` is the stream id's milliseconds as seconds;
     `edited: true` when the text is not the first one."""
     ts = int(msg_id.partition("-")[0]) / 1000
-    body: dict[str, Any] = {"type": "chat", "id": msg_id, "room": room, "user": user,
-                            "text": text, "ts": ts}
-    if edited:
-        body["edited"] = True
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return (f'{{"type":"chat","id":{_quote(msg_id)},"room":{_quote(room)},'
+            f'"user":{_quote(user)},"text":{_quote(text)},"ts":{ts!r}'
+            f'{_EDITED if edited else ""}}}')
+
+
+def ack_frame(cid: str, msg_id: str) -> str:
+    """The JSON `ack` frame of a stored message: `frame("ack", cid=cid, id=msg_id)`."""
+    return f'{{"type":"ack","cid":{_quote(cid)},"id":{_quote(msg_id)}}}'
 
 
 def frame(kind: str, **fields: Any) -> str:
