@@ -85,7 +85,6 @@ class StepResult:
     redis_cpu_s: float = 0.0  # CPU seconds of the Redis processes (`redis_pids`)
     client_cpu_s: float = 0.0  # CPU seconds of the load generator (all workers)
     front_cpu_share: float = 0.0  # the HAProxy in front (`front_pids`), of one core
-    box_busy_cores: float = float("nan")  # the whole machine's busy cores (/proc/stat)
 
     @property
     def busiest_shard_share(self) -> float:
@@ -102,13 +101,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def box_ticks() -> tuple[int, int]:
-    """The machine's (busy, all) CPU ticks so far, every core together (/proc/stat)."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return sum(fields) - idle, sum(fields)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -174,13 +166,11 @@ def run_step(args: argparse.Namespace, kind: str, step: int, rate: float,
     before = sum(cpu_seconds(pid) for pid in pids)
     redis_before = [cpu_seconds(pid) for pid in redis_pids]
     front_before = sum(cpu_seconds(pid) for pid in front_pids)
-    busy_before, all_before = box_ticks()
     started = time.monotonic()
     for pipe, share in zip(pipes, args.publisher_shares, strict=True):
         pipe.send(("step", step, rate * share / total_publishers, args.seconds, args.drain))
     reports: list[StepReport] = [pipe.recv() for pipe in pipes]
     elapsed = time.monotonic() - started
-    busy_after, all_after = box_ticks()
     server_cpu = sum(cpu_seconds(pid) for pid in pids) - before
     front_cpu = sum(cpu_seconds(pid) for pid in front_pids) - front_before
     redis_cpu = [cpu_seconds(pid) - b for pid, b in zip(redis_pids, redis_before, strict=True)]
@@ -206,9 +196,6 @@ def run_step(args: argparse.Namespace, kind: str, step: int, rate: float,
         app_cpu_s=server_cpu - sum(redis_cpu), redis_cpu_s=sum(redis_cpu),
         client_cpu_s=sum(r.cpu_seconds for r in reports),
         front_cpu_share=front_cpu / elapsed,
-        # Busy share of all ticks, times the cores: ticks need no clock rate.
-        box_busy_cores=(busy_after - busy_before) / max(1, all_after - all_before)
-        * (os.cpu_count() or 1),
     )
 
 

@@ -16,9 +16,9 @@ Per step it prints: msg/s sent, delivered/s, loss, p50/p99, the chat
 processes' CPU per message and per delivery (all of them, Redis apart),
 Redis CPU per message, and the load generator's cores and CPU per delivery
 (its busiest worker near 1.0 would mean the clients were the limit), the
-HAProxy's cores, and how many of the machine's cores were busy in all (near
-their count, the box itself was the limit). Then one summary line per
-server: the max msg/s with p99 <= 100 ms and no loss.
+HAProxy's cores, and the cores of all of them together (near the machine's
+count, the box itself was the limit). Then one summary line per server: the
+max msg/s with p99 <= 100 ms and no loss.
 
 The box's other work drifts over minutes, so one server's steps all before
 the other's can favour either. `--rounds N` runs the servers in turn N times
@@ -73,7 +73,7 @@ def per(cpu_seconds: float, count: int) -> float:
 HEADER = (f"{'server':<9} {'msg/s':>6} {'delivered/s':>11} {'lost':>6} {'p50 ms':>7} "
           f"{'p99 ms':>8} {'srv µs/msg':>10} {'srv µs/dlv':>10} {'redis µs/msg':>12} "
           f"{'srv cores':>9} {'load cores':>10} {'load µs/dlv':>11} {'busiest wkr':>11} "
-          f"{'front cores':>11} {'box busy':>8}")
+          f"{'front cores':>11} {'all cores':>9}")
 
 
 def row(r: StepResult) -> str:
@@ -83,7 +83,12 @@ def row(r: StepResult) -> str:
             f"{r.server_cpu_share - sum(r.redis_shares):>9.2f} "
             f"{r.client_cpu_share:>10.2f} {per(r.client_cpu_s, r.received):>11.1f} "
             f"{r.busiest_worker_share:>11.2f} {r.front_cpu_share:>11.2f} "
-            f"{r.box_busy_cores:>8.2f}")
+            f"{all_cores(r):>9.2f}")
+
+
+def all_cores(r: StepResult) -> float:
+    """The cores the whole run took: servers, Redis, HAProxy and load generator."""
+    return r.server_cpu_share + r.front_cpu_share + r.client_cpu_share
 
 
 def max_rate(rows: list[StepResult]) -> str:

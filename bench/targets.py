@@ -205,8 +205,9 @@ class ChatfleetTarget:
         return [self.redis.pid]
 
     def front_pids(self) -> list[int]:
+        """HAProxy's master (`-W`, for reloads) and its worker, which does the work."""
         pid = _supervised_pid(self.stack, "haproxy")
-        return [pid] if pid else []
+        return [pid, *_children(pid)] if pid else []
 
     def kill_instance(self, n: int) -> int:
         pid = _supervised_pid(self.stack, f"chat:chat-{n}")
@@ -268,6 +269,13 @@ class ClusterChatfleetTarget(ChatfleetTarget):
             super().stop()
         finally:
             self.cluster.stop()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _supervised_pid(stack: Stack, program: str) -> int:

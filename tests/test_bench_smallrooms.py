@@ -44,7 +44,6 @@ def test_tiny_dms_run_of_chatfleet_and_the_node_peer_counts_every_delivery() -> 
         assert step.received + step.lost == step.sent * 2, kind  # rooms of 2
         assert step.app_cpu_s > 0 and step.client_cpu_s >= 0, kind
         assert math.isfinite(step.p50_ms), kind
-        assert 0 < step.box_busy_cores <= (os.cpu_count() or 1), kind
         assert step.front_cpu_share >= 0, kind
     [chatfleet] = results["chatfleet"]
     assert chatfleet.lost == 0
