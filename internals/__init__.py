@@ -4,8 +4,8 @@ Each trick's module says what it saves (with the figure) and what it depends
 on: `eventloop` (a READ interest dropped one callback late), `wire` (frames
 built once, written with one `send`), `handshake` (what an open socket no
 longer needs), `frame_loop` (a socket's messages run by its frame loop, no
-task each, its frames cut from one read, no empty read before a wait), `redis_lane` (a redis-py
-connection pipelined and read raw).
+task each, its frames cut from one read, no empty read before a wait),
+`redis_lane` (a redis-py connection pipelined and read raw).
 setup.cfg pins Tornado to the minor version they were tested on; `check()`
 runs at a chat process's start and stops it with a clear message if an
 internal it touches is gone.

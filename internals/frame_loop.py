@@ -32,8 +32,8 @@ Saves: the Task and the Future per message (`_ensure_future` was 3.8% of a
 chat process in small rooms, py-spy), two reads of every frame, and the
 empty `recv` before each wait (README: Performance).
 Depends on: `IOStream._start_read`, `._add_io_state`, `._read_bytes`,
-`._read_partial`, `._read_buffer_size`, `WebSocketProtocol13._run_callback`, `._handle_message`,
-`._abort`, `.close`, `.stream`, `.params`, `.client_terminated`,
+`._read_partial`, `._read_buffer_size`, `WebSocketProtocol13._run_callback`,
+`._handle_message`, `._abort`, `.close`, `.stream`, `.params`, `.client_terminated`,
 `._wire_bytes_in`, `._decompressor`, `._frame_compressed`,
 `._fragmented_message_buffer`, `._fragmented_message_opcode`, the module's
 `_websocket_mask`, `_YIELD_THRESHOLD`, `_FRAME_YIELD_COST` and
